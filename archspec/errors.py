@@ -1,0 +1,61 @@
+"""The one error type users see, and where in which file it points."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Union
+
+FieldPath = tuple[Union[str, int], ...]
+
+
+def format_path(path: FieldPath) -> str:
+    """`("stages", 2, "stride")` -> `stages[2].stride`."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+@dataclass(frozen=True)
+class Location:
+    file: str
+    line: int  # 1-based
+    column: int  # 1-based
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}"
+
+
+class SpecError(Exception):
+    """Bad input: a spec, a flag or a file. Rendered as one line; the CLI exits with status 2.
+
+    The line reads `file:line:col: field.path: message`, with the parts that are unknown left out.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: FieldPath | str | None = None,
+        location: Location | None = None,
+        file: str | None = None,
+    ) -> None:
+        self.message = message
+        self.field = format_path(field) if isinstance(field, tuple) else field
+        self.location = location
+        self.file = file if file is not None else (location.file if location else None)
+        super().__init__(self.line())
+
+    def line(self) -> str:
+        parts = []
+        if self.location is not None:
+            parts.append(str(self.location))
+        elif self.file:
+            parts.append(self.file)
+        if self.field:
+            parts.append(self.field)
+        parts.append(self.message)
+        return ": ".join(parts)

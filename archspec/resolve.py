@@ -1,0 +1,279 @@
+"""`resolve(spec)`: a ModelSpec becomes concrete layers (plain frozen dataclasses).
+
+Compound scaling follows the reference EfficientNet exactly (tensorflow/tpu
+`efficientnet_model.round_filters` / `round_repeats`): channels x width rounded to the divisor,
+never below 90% of the unrounded value; repeats x depth rounded up. Group sizes are rounded to
+the divisor of each layer's channels nearest to the request (paper footnote 2), ties to the
+larger. Every rounding that changed a number is recorded.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+from .errors import SpecError
+from .resolution import half_resolution
+from .spec import ModelSpec
+
+MAX_BLOCKS = 1024
+MAX_CHANNELS = 65536
+
+
+def round_channels(channels: float, divisor: int) -> int:
+    """Nearest multiple of `divisor`, at least `divisor`, and never below 90% of `channels`."""
+    rounded = max(divisor, int(channels + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * channels:
+        rounded += divisor
+    return int(rounded)
+
+
+def round_repeats(repeats: int, depth_multiplier: float) -> int:
+    return int(math.ceil(depth_multiplier * repeats))
+
+
+def divisors(n: int) -> list[int]:
+    small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
+    return sorted(set(small + [n // d for d in small]))
+
+
+def nearest_group_size(requested: int, channels: int) -> int:
+    """The divisor of `channels` nearest to `requested`; ties go to the larger; G >= C is one group."""
+    if requested >= channels:
+        return channels
+    return min(divisors(channels), key=lambda d: (abs(d - requested), -d))
+
+
+@dataclass(frozen=True)
+class Rounding:
+    where: str  # a layer name (blocks.2.0.conv_dw) or a spec field (stages[2].channels)
+    what: str
+    requested: float
+    used: int
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.what} {self.requested:g} -> {self.used}"
+
+
+@dataclass(frozen=True)
+class NormConfig:
+    type: str
+    groups: int
+    eps: float
+    pn_eps: float
+    momentum: float
+
+    @property
+    def proxy(self) -> bool:
+        return self.type.endswith("+pn")
+
+    @property
+    def base(self) -> str:
+        return self.type.split("+")[0]
+
+    def num_groups(self, channels: int) -> int:
+        """Statistics groups for GN/LN (LN is GN with one group, eq. 3); 0 for BN."""
+        return {"bn": 0, "ln": 1, "gn": self.groups}[self.base] if channels else 0
+
+
+@dataclass(frozen=True)
+class StemLayer:
+    in_channels: int
+    out_channels: int
+    kernel: int
+    stride: int
+
+
+@dataclass(frozen=True)
+class BlockLayer:
+    """One MBConv block: [1x1 expand] -> kxk grouped conv -> [SE] -> 1x1 project (+ skip)."""
+
+    name: str  # blocks.{stage}.{index}, also the torch module path
+    stage: int
+    index: int
+    in_channels: int
+    mid_channels: int
+    out_channels: int
+    kernel: int
+    stride: int
+    expansion: float
+    group_size: int  # used (rounded)
+    requested_group_size: int
+    se_channels: int  # 0: no squeeze-excite
+    drop_path: float
+
+    @property
+    def expand(self) -> bool:
+        # the reference EfficientNet drops the expansion conv when the expansion ratio is 1
+        return self.expansion != 1
+
+    @property
+    def groups(self) -> int:
+        return self.mid_channels // self.group_size
+
+    @property
+    def skip(self) -> bool:
+        return self.stride == 1 and self.in_channels == self.out_channels
+
+
+@dataclass(frozen=True)
+class ResolvedResolution:
+    native: int | None
+    half: int | None
+    half_from_table: bool
+    train: int
+    test: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ResolvedSpec:
+    name: str
+    description: str | None
+    in_channels: int
+    num_classes: int
+    stem: StemLayer
+    blocks: tuple[BlockLayer, ...]
+    head_channels: int  # 0: no head conv
+    head_in_channels: int
+    dropout: float
+    norm: NormConfig
+    activation: str
+    group_size: int
+    expansion_ratio: float | None
+    resolution: ResolvedResolution
+    roundings: tuple[Rounding, ...]
+    spec: ModelSpec = field(repr=False, compare=False)
+
+    @property
+    def num_stages(self) -> int:
+        return max(b.stage for b in self.blocks) + 1
+
+    @property
+    def downsampling_layers(self) -> int:
+        return (self.stem.stride == 2) + sum(b.stride == 2 for b in self.blocks)
+
+    @property
+    def features(self) -> int:
+        return self.head_channels or self.head_in_channels
+
+
+def resolve(spec: ModelSpec) -> ResolvedSpec:
+    """Concrete layers for `spec`. Raises a located `SpecError` when the numbers do not work out."""
+    src = spec.source
+    div = spec.channel_divisor
+    width = spec.width_multiplier
+    roundings: list[Rounding] = []
+
+    def scaled(value: int, where: str) -> int:
+        exact = value * width
+        used = round_channels(exact, div)
+        if used != exact:
+            roundings.append(Rounding(where, "channels", exact, used))
+        if used > MAX_CHANNELS:
+            raise src.error(("width_multiplier",), f"{where} would have {used} channels; at most "
+                                                   f"{MAX_CHANNELS} are supported")
+        return used
+
+    stem_out = scaled(spec.stem.channels, "stem.channels")
+    stem = StemLayer(spec.in_channels, stem_out, spec.stem.kernel, spec.stem.stride)
+
+    repeats = []
+    for i, stage in enumerate(spec.stages):
+        n = round_repeats(stage.repeats, spec.depth_multiplier)
+        if n != stage.repeats * spec.depth_multiplier:
+            roundings.append(Rounding(f"stages[{i}].repeats", "repeats", stage.repeats * spec.depth_multiplier, n))
+        repeats.append(n)
+    total = sum(repeats)
+    if total > MAX_BLOCKS:
+        raise src.error(("depth_multiplier",), f"the network would have {total} blocks; at most {MAX_BLOCKS} "
+                                               "are supported")
+
+    blocks: list[BlockLayer] = []
+    in_ch = stem_out
+    for s, (stage, n) in enumerate(zip(spec.stages, repeats)):
+        out_ch = scaled(stage.channels, f"stages[{s}].channels")
+        keeps_one = stage.expansion == 1
+        expansion = stage.expansion if (keeps_one or spec.expansion_ratio is None) else spec.expansion_ratio
+        requested_g = stage.group_size if stage.group_size is not None else spec.group_size
+        for i in range(n):
+            name = f"blocks.{s}.{i}"
+            if expansion == 1:
+                mid = in_ch
+            else:
+                exact_mid = in_ch * expansion
+                mid = round_channels(exact_mid, div)
+                if mid != exact_mid:
+                    roundings.append(Rounding(f"{name}.conv_pw", "mid channels", exact_mid, mid))
+            if mid > MAX_CHANNELS:
+                raise src.error(("expansion_ratio",), f"{name} would have {mid} channels; at most "
+                                                      f"{MAX_CHANNELS} are supported")
+            g = nearest_group_size(requested_g, mid)
+            if g != requested_g:
+                roundings.append(Rounding(f"{name}.conv_dw", f"group size (of {mid} channels)", requested_g, g))
+            se = max(1, int(in_ch * stage.se_ratio)) if stage.se_ratio > 0 else 0
+            blocks.append(BlockLayer(
+                name=name, stage=s, index=i, in_channels=in_ch, mid_channels=mid, out_channels=out_ch,
+                kernel=stage.kernel, stride=stage.stride if i == 0 else 1, expansion=expansion,
+                group_size=g, requested_group_size=requested_g, se_channels=se,
+                drop_path=spec.drop_path * len(blocks) / total,
+            ))
+            in_ch = out_ch
+
+    head = scaled(spec.head.channels, "head.channels") if spec.head.channels else 0
+    norm = NormConfig(spec.norm.type, spec.norm.groups, spec.norm.eps, spec.norm.pn_eps, spec.norm.momentum)
+    _check_norm_groups(spec, norm, stem, blocks, head)
+    resolved = ResolvedSpec(
+        name=spec.name, description=spec.description, in_channels=spec.in_channels,
+        num_classes=spec.num_classes, stem=stem, blocks=tuple(blocks), head_channels=head,
+        head_in_channels=in_ch, dropout=spec.head.dropout, norm=norm, activation=spec.activation,
+        group_size=spec.group_size, expansion_ratio=spec.expansion_ratio,
+        resolution=ResolvedResolution(None, None, True, 0, ()), roundings=tuple(roundings), spec=spec,
+    )
+    return _with_resolution(resolved)
+
+
+def _check_norm_groups(spec: ModelSpec, norm: NormConfig, stem: StemLayer, blocks: list[BlockLayer],
+                       head: int) -> None:
+    if norm.base != "gn":
+        return
+    layers = [("the stem", stem.out_channels)]
+    for b in blocks:
+        layers += [(f"{b.name} (expanded)", b.mid_channels), (f"{b.name} (output)", b.out_channels)]
+    if head:
+        layers.append(("the head", head))
+    for layer, channels in layers:
+        if channels % norm.groups:
+            raise spec.source.error(
+                ("norm", "groups"),
+                f"{norm.groups} groups do not divide the {channels} channels of {layer}; choose a "
+                f"group count that divides every layer's channels (e.g. {_common_divisor_hint(layers)})")
+
+
+def _common_divisor_hint(layers: list[tuple[str, int]]) -> int:
+    g = 0
+    for _, c in layers:
+        g = math.gcd(g, c)
+    return max(d for d in divisors(g) if d <= 32)
+
+
+def _with_resolution(res: ResolvedSpec) -> ResolvedSpec:
+    spec = res.spec
+    r = spec.resolution
+    n = res.downsampling_layers
+    half, from_table = r.half, r.half is not None
+    if half is None and r.native is not None:
+        half = half_resolution(r.native, n)
+    if r.train == "native":
+        if r.native is None:
+            raise spec.source.error(("resolution", "train"), "'native' needs resolution.native (or a preset "
+                                                             "base); give a pixel count instead")
+        train = r.native
+    elif r.train == "half":
+        if half is None:
+            raise spec.source.error(("resolution", "train"), "'half' needs resolution.native or "
+                                                             "resolution.half (or a preset base)")
+        train = half
+    else:
+        train = r.train
+    test = tuple(r.test) or ((r.native,) if r.native else (train,))
+    return replace(res, resolution=ResolvedResolution(r.native, half, from_table, train, test))

@@ -1,0 +1,357 @@
+"""The spec language: its pydantic schema, and loading YAML (with `base:` inheritance) into it.
+
+`load_spec` is the only way in. Every error it raises is a `SpecError` that names the file, the
+line and column, and the field path, e.g.
+`specs/x.yaml:4:13: stages[2].stride: must be 1 or 2, got 3`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+
+from .errors import FieldPath, Location, SpecError, format_path
+from .presets import PRESET_NAMES, preset
+from .yaml_source import Document, read_yaml_file
+
+NormType = Literal["bn", "gn", "ln", "gn+pn", "ln+pn"]
+ActivationName = Literal["silu", "relu", "gelu"]
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,79}$"
+MAX_BASE_CHAIN = 16
+
+
+class _Strict(BaseModel):
+    # strict: no silent coercion ("3" is not 3, true is not 1); unknown keys are errors
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, validate_default=True)
+
+
+def _odd_kernel(value: int) -> int:
+    if value % 2 == 0:
+        raise ValueError(f"must be odd (1, 3, 5, ...) so that 'same' padding is symmetric, got {value}")
+    return value
+
+
+class StemSpec(_Strict):
+    channels: int = Field(32, ge=1, le=4096, description="Output channels before width scaling.")
+    kernel: int = Field(3, ge=1, le=15, description="Odd kernel size.")
+    stride: Literal[1, 2] = 2
+
+    _odd = field_validator("kernel")(_odd_kernel)
+
+
+class StageSpec(_Strict):
+    block: Literal["mbconv"] = Field("mbconv", description="MBConv; expansion 1 drops the expansion conv.")
+    repeats: int = Field(1, ge=1, le=64, description="Blocks in the stage before depth scaling.")
+    kernel: int = Field(3, ge=1, le=15, description="Odd kernel size of the spatial (grouped) conv.")
+    stride: Literal[1, 2] = Field(1, description="Stride of the stage's first block.")
+    expansion: float = Field(6.0, ge=1, le=16, description="Mid channels = input channels x expansion.")
+    channels: int = Field(ge=1, le=8192, description="Output channels before width scaling.")
+    se_ratio: float = Field(0.25, ge=0, le=1, description="Squeeze-excite channels = input x ratio; 0 = no SE.")
+    group_size: Optional[int] = Field(None, ge=1, le=4096, description="Overrides the global group_size.")
+
+    _odd = field_validator("kernel")(_odd_kernel)
+
+
+class HeadSpec(_Strict):
+    channels: int = Field(1280, ge=0, le=16384, description="Head conv channels before width scaling; 0 = none.")
+    dropout: float = Field(0.2, ge=0, lt=1, description="Dropout before the classifier.")
+
+
+class NormSpec(_Strict):
+    type: NormType = Field("bn", description="bn | gn | ln | gn+pn | ln+pn (pn = proxy-normalized activations).")
+    groups: int = Field(4, ge=1, le=1024, description="Groups of GN (gn, gn+pn).")
+    eps: float = Field(1e-3, gt=0, le=1)
+    pn_eps: float = Field(3e-2, gt=0, le=1, description="Numerical constant of proxy normalization.")
+    momentum: float = Field(0.01, gt=0, lt=1, description="BN running-statistics momentum (PyTorch convention).")
+
+
+TrainResolution = Union[Literal["native", "half"], int]
+
+
+class ResolutionSpec(_Strict):
+    native: Optional[int] = Field(None, ge=8, le=4096, description="The model's native resolution (Table 1).")
+    half: Optional[int] = Field(None, ge=8, le=4096, description="Half resolution; derived when absent.")
+    train: TrainResolution = Field("native", description="native | half | a pixel count.")
+    test: list[int] = Field(default_factory=list, max_length=64, description="Test resolutions.")
+
+    @field_validator("train", mode="before")
+    @classmethod
+    def _train(cls, value: Any) -> Any:
+        if value in ("native", "half"):
+            return value
+        if isinstance(value, int) and not isinstance(value, bool) and 8 <= value <= 4096:
+            return value
+        raise ValueError(f"must be 'native', 'half' or an integer from 8 to 4096, got {value!r}")
+
+    @field_validator("test")
+    @classmethod
+    def _test(cls, value: list[int]) -> list[int]:
+        for r in value:
+            if not 8 <= r <= 4096:
+                raise ValueError(f"test resolutions must be from 8 to 4096, got {r}")
+        return value
+
+
+class ModelSpec(_Strict):
+    """A network, as written. `resolve()` turns it into concrete layers."""
+
+    name: str = Field("model", pattern=NAME_PATTERN, description="Letters, digits, _ . + - (max 80).")
+    description: Optional[str] = Field(None, max_length=2000)
+    base: Optional[str] = Field(None, description="A preset (efficientnet-b0 ... b7) or a path to a spec.")
+    width_multiplier: float = Field(1.0, ge=0.05, le=10)
+    depth_multiplier: float = Field(1.0, ge=0.05, le=10)
+    channel_divisor: int = Field(8, ge=1, le=256)
+    stem: StemSpec = Field(default_factory=StemSpec)
+    stages: list[StageSpec] = Field(min_length=1, max_length=32)
+    head: HeadSpec = Field(default_factory=HeadSpec)
+    group_size: int = Field(1, ge=1, le=4096, description="Group size of every spatial conv; 1 = depthwise.")
+    expansion_ratio: Optional[float] = Field(
+        None, ge=1, le=16, description="Global expansion ratio; stages whose expansion is 1 keep 1.")
+    norm: NormSpec = Field(default_factory=NormSpec)
+    activation: ActivationName = "silu"
+    drop_path: float = Field(0.0, ge=0, lt=1, description="Stochastic-depth rate of the last block.")
+    resolution: ResolutionSpec = Field(default_factory=ResolutionSpec)
+    num_classes: int = Field(1000, ge=1, le=100_000)
+    in_channels: int = Field(3, ge=1, le=64)
+
+    _source: "SourceMap" = PrivateAttr(default=None)
+
+    @property
+    def source(self) -> "SourceMap":
+        return self._source if self._source is not None else SourceMap(root_file="<dict>")
+
+
+@dataclass
+class SourceMap:
+    """Where each field of a loaded spec was written (across its chain of bases)."""
+
+    root_file: str
+    value_at: dict[FieldPath, Location] = field(default_factory=dict)
+    key_at: dict[FieldPath, Location] = field(default_factory=dict)
+    chain: tuple[str, ...] = ()  # this file, then its bases, ending with a preset if any
+
+    def locate(self, path: FieldPath, *, key: bool = False) -> Location | None:
+        table = self.key_at if key else self.value_at
+        if key and path in table:
+            return table[path]
+        for n in range(len(path), -1, -1):
+            if path[:n] in self.value_at:
+                return self.value_at[path[:n]]
+        return None
+
+    def error(self, path: FieldPath, message: str, *, key: bool = False) -> SpecError:
+        return SpecError(message, field=path, location=self.locate(path, key=key), file=self.root_file)
+
+
+# --------------------------------------------------------------------------------------------
+# loading
+
+
+def _merge(base: dict, child: dict, path: FieldPath, replaced: list[FieldPath]) -> dict:
+    """Deep-merge `child` over `base`: mappings merge key by key, anything else is replaced.
+
+    One exception: a half resolution belongs to its native one, so a child that sets
+    `resolution.native` without `resolution.half` does not inherit the base's half.
+    """
+    if path == ("resolution",) and "native" in child and "half" not in child:
+        base = {k: v for k, v in base.items() if k != "half"}
+    out = dict(base)
+    for key, value in child.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value, path + (key,), replaced)
+        else:
+            out[key] = value
+            replaced.append(path + (key,))
+    return out
+
+
+def _under(path: FieldPath, prefixes: list[FieldPath]) -> bool:
+    return any(path[: len(p)] == p for p in prefixes)
+
+
+def _merge_sources(base: SourceMap, child: Document, replaced: list[FieldPath]) -> SourceMap:
+    keep = lambda table: {p: loc for p, loc in table.items() if not _under(p, replaced)}  # noqa: E731
+    return SourceMap(
+        root_file=child.file,
+        value_at={**keep(base.value_at), **child.value_at},
+        key_at={**keep(base.key_at), **child.key_at},
+        chain=(child.file, *base.chain),
+    )
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path.resolve())
+
+
+def _did_you_mean(word: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _load_chain(doc: Document, here: Path, chain: tuple[Path, ...]) -> tuple[dict, SourceMap]:
+    """Resolve `doc`'s base chain; returns the merged mapping and its source map."""
+    base_name = doc.data.get("base")
+    if base_name is None:
+        return doc.data, SourceMap(doc.file, dict(doc.value_at), dict(doc.key_at), (doc.file,))
+    where = doc.value_at.get(("base",))
+    if not isinstance(base_name, str) or not base_name:
+        raise SpecError(f"must be a preset name or a path to a spec, got {base_name!r}", field="base",
+                        location=where, file=doc.file)
+    replaced: list[FieldPath] = []
+    if base_name in PRESET_NAMES:
+        merged = _merge(preset(base_name), doc.data, (), replaced)
+        return merged, _merge_sources(SourceMap(base_name, chain=(base_name,)), doc, replaced)
+    looks_like_path = base_name.endswith((".yaml", ".yml")) or "/" in base_name or "\\" in base_name
+    if not looks_like_path:
+        raise SpecError(f"unknown preset {base_name!r}{_did_you_mean(base_name, list(PRESET_NAMES))}; "
+                        f"presets are {', '.join(PRESET_NAMES)}, or give a path ending in .yaml",
+                        field="base", location=where, file=doc.file)
+    base_path = (here / base_name).resolve()
+    if base_path in chain:
+        cycle = " -> ".join(_display(p) for p in chain + (base_path,))
+        raise SpecError(f"cyclic base: {cycle}", field="base", location=where, file=doc.file)
+    if len(chain) >= MAX_BASE_CHAIN:
+        raise SpecError(f"more than {MAX_BASE_CHAIN} levels of base specs", field="base",
+                        location=where, file=doc.file)
+    if not base_path.is_file():
+        raise SpecError(f"base spec {base_name!r} not found (looked for {_display(base_path)})",
+                        field="base", location=where, file=doc.file)
+    base_doc = read_yaml_file(base_path, _display(base_path))
+    base_data, base_source = _load_chain(base_doc, base_path.parent, chain + (base_path,))
+    base_data = dict(base_data)
+    base_data.pop("name", None)  # a derived spec never silently carries its parent's name
+    merged = _merge(base_data, doc.data, (), replaced)
+    return merged, _merge_sources(base_source, doc, replaced)
+
+
+_TYPE_WORDS = {
+    "int_type": "an integer", "float_type": "a number", "string_type": "a string",
+    "bool_type": "true or false", "dict_type": "a mapping", "model_type": "a mapping",
+    "list_type": "a list", "literal_error": None,
+}
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _humanize(err: dict, model_fields: list[str] | None) -> str:
+    kind, ctx, value = err["type"], err.get("ctx") or {}, err.get("input")
+    got = f"got {_short(value)}"
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "extra_forbidden":
+        key = str(err["loc"][-1])
+        hint = _did_you_mean(key, model_fields or [])
+        allowed = f"; allowed: {', '.join(model_fields)}" if model_fields and not hint else ""
+        return f"unknown key{hint}{allowed}"
+    if kind == "literal_error":
+        return f"must be {ctx['expected']}, {got}"
+    if kind in _TYPE_WORDS:
+        return f"must be {_TYPE_WORDS[kind]}, {got} ({type(value).__name__})"
+    bounds = {"greater_than_equal": (">=", "ge"), "greater_than": (">", "gt"),
+              "less_than_equal": ("<=", "le"), "less_than": ("<", "lt")}
+    if kind in bounds:
+        op, key = bounds[kind]
+        return f"must be {op} {ctx[key]}, {got}"
+    if kind == "finite_number":
+        return f"must be a finite number, {got}"
+    if kind in ("too_long", "too_short"):
+        word = "at most" if kind == "too_long" else "at least"
+        limit = ctx.get("max_length", ctx.get("min_length"))
+        return f"must have {word} {limit} items, got {ctx.get('actual_length')}"
+    if kind == "string_too_long":
+        return f"must be at most {ctx['max_length']} characters"
+    if kind == "string_pattern_mismatch":
+        return f"must be letters, digits, '_', '.', '+' or '-' (max 80, starting with a letter or digit), {got}"
+    if kind == "value_error":
+        return str(ctx.get("error", err["msg"]))
+    return f"{err['msg']}, {got}"
+
+
+def _fields_at(loc: tuple) -> list[str] | None:
+    """Field names allowed at the mapping that `loc` (ending in an unknown key) belongs to."""
+    model: Any = ModelSpec
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        info = getattr(model, "model_fields", {}).get(part)
+        if info is None:
+            return None
+        annotation = info.annotation
+        args = getattr(annotation, "__args__", ()) or ()
+        candidates = [annotation, *args]
+        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        if model is None:
+            return None
+    return list(model.model_fields)
+
+
+def _validate(data: dict, source: SourceMap) -> ModelSpec:
+    try:
+        spec = ModelSpec.model_validate(data)
+    except ValidationError as exc:
+        errors = []
+        for err in exc.errors(include_url=False):
+            # drop pydantic's union-branch markers such as 'literal[...]' or 'int' from the path
+            loc = tuple(p for p in err["loc"] if isinstance(p, int) or not re.match(r"^(literal\[|int$|float$)", p))
+            is_key = err["type"] == "extra_forbidden"
+            location = source.locate(loc, key=is_key)
+            message = _humanize(err, _fields_at(loc) if is_key else None)
+            errors.append((location, loc, message))
+        errors.sort(key=lambda e: (e[0] is None, e[0].file != source.root_file if e[0] else 0,
+                                   (e[0].line, e[0].column) if e[0] else (0, 0)))
+        location, loc, message = errors[0]
+        if len(errors) > 1:
+            message += f" (+{len(errors) - 1} more error{'s' if len(errors) > 2 else ''})"
+        raise SpecError(message, field=format_path(loc), location=location, file=source.root_file) from None
+    spec._source = source
+    return spec
+
+
+def _default_name(file: Path) -> str:
+    cleaned = re.sub(r"[^A-Za-z0-9_.+-]", "_", file.stem)[:80].lstrip("_.+-")
+    return cleaned or "model"
+
+
+def load_spec(source: Union[str, Path, Mapping[str, Any], ModelSpec]) -> ModelSpec:
+    """Load a spec from a YAML path, a preset name, a mapping, or pass a ModelSpec through.
+
+    Raises `SpecError` (one line: file:line:col: field: message) for any bad input.
+    """
+    if isinstance(source, ModelSpec):
+        return source
+    if isinstance(source, Mapping):
+        doc = Document(dict(source), "<dict>")
+        data, sources = _load_chain(doc, Path.cwd(), ())
+        return _validate(data, sources)
+    if isinstance(source, str) and source in PRESET_NAMES and not Path(source).exists():
+        data = preset(source)
+        return _validate(data, SourceMap(root_file=source, chain=(source,)))
+    path = Path(source)
+    shown = str(source)
+    doc = read_yaml_file(path, shown)
+    data, sources = _load_chain(doc, path.resolve().parent, (path.resolve(),))
+    if "name" not in doc.data:
+        data = {**data, "name": _default_name(path)}
+    return _validate(data, sources)
+
+
+def spec_json_schema() -> dict[str, Any]:
+    """JSON Schema of the spec language, for editor completion."""
+    schema = ModelSpec.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "archspec model spec"
+    # a derived spec may leave out `stages` (it inherits them from `base`)
+    schema["required"] = []
+    return schema

@@ -1,0 +1,154 @@
+"""Safe YAML reading that remembers where every value came from.
+
+PyYAML composes the document into a node tree (no Python objects are built); we then turn the
+nodes into plain dicts, lists and scalars ourselves, accepting only the core scalar tags. That
+gives us, for free: no tag can construct a Python object, duplicate keys are caught with their
+position, alias expansion is bounded (alias bombs), and every field path maps to a line/column.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from yaml.constructor import SafeConstructor
+
+from .errors import FieldPath, Location, SpecError
+
+MAX_FILE_BYTES = 1 << 20
+# Bounds the work of alias expansion: a "billion laughs" document stops here, in milliseconds.
+MAX_EXPANDED_NODES = 50_000
+MAX_DEPTH = 50
+
+_SCALARS = {
+    "tag:yaml.org,2002:null": SafeConstructor.construct_yaml_null,
+    "tag:yaml.org,2002:bool": SafeConstructor.construct_yaml_bool,
+    "tag:yaml.org,2002:int": SafeConstructor.construct_yaml_int,
+    "tag:yaml.org,2002:float": SafeConstructor.construct_yaml_float,
+    "tag:yaml.org,2002:str": SafeConstructor.construct_yaml_str,
+}
+_MAP_TAG = "tag:yaml.org,2002:map"
+_SEQ_TAG = "tag:yaml.org,2002:seq"
+
+
+@dataclass
+class Document:
+    """A YAML mapping plus the location of each value (and of each key) by field path."""
+
+    data: dict[str, Any]
+    file: str
+    value_at: dict[FieldPath, Location] = field(default_factory=dict)
+    key_at: dict[FieldPath, Location] = field(default_factory=dict)
+
+
+def _location(file: str, node: yaml.Node) -> Location:
+    mark = node.start_mark
+    return Location(file, mark.line + 1, mark.column + 1)
+
+
+class _Converter:
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.expanded = 0
+        self.value_at: dict[FieldPath, Location] = {}
+        self.key_at: dict[FieldPath, Location] = {}
+        self._constructor = SafeConstructor()
+
+    def fail(self, node: yaml.Node, path: FieldPath, message: str) -> SpecError:
+        return SpecError(message, field=path or None, location=_location(self.file, node))
+
+    def convert(self, node: yaml.Node, path: FieldPath, active: frozenset[int]) -> Any:
+        self.expanded += 1
+        if self.expanded > MAX_EXPANDED_NODES:
+            raise self.fail(node, path, f"document expands to more than {MAX_EXPANDED_NODES} values "
+                                        "(aliases nested too deep?)")
+        if len(path) > MAX_DEPTH:
+            raise self.fail(node, path, f"nesting deeper than {MAX_DEPTH} levels")
+        if id(node) in active:
+            raise self.fail(node, path, "recursive alias")
+        self.value_at.setdefault(path, _location(self.file, node))
+        if isinstance(node, yaml.ScalarNode):
+            construct = _SCALARS.get(node.tag)
+            if construct is None:
+                raise self.fail(node, path, f"unsupported YAML tag {node.tag!r}: only plain "
+                                            "strings, numbers, booleans and null are allowed")
+            try:
+                return construct(self._constructor, node)
+            except (ValueError, yaml.YAMLError) as exc:
+                raise self.fail(node, path, f"bad scalar {node.value!r}: {exc}") from None
+        active = active | {id(node)}
+        if isinstance(node, yaml.SequenceNode):
+            if node.tag != _SEQ_TAG:
+                raise self.fail(node, path, f"unsupported YAML tag {node.tag!r} on a list")
+            return [self.convert(item, path + (i,), active) for i, item in enumerate(node.value)]
+        if isinstance(node, yaml.MappingNode):
+            if node.tag != _MAP_TAG:
+                raise self.fail(node, path, f"unsupported YAML tag {node.tag!r} on a mapping")
+            out: dict[str, Any] = {}
+            for key_node, value_node in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    raise self.fail(key_node, path, "YAML merge keys ('<<') are not supported; "
+                                                    "use 'base:' to inherit from another spec")
+                if not (isinstance(key_node, yaml.ScalarNode) and key_node.tag == "tag:yaml.org,2002:str"):
+                    raise self.fail(key_node, path, f"keys must be plain strings, got {key_node.value!r}")
+                key = key_node.value
+                if key in out:
+                    first = self.key_at[path + (key,)]
+                    raise self.fail(key_node, path + (key,),
+                                    f"duplicate key (first defined at line {first.line})")
+                self.key_at[path + (key,)] = _location(self.file, key_node)
+                out[key] = self.convert(value_node, path + (key,), active)
+            return out
+        raise self.fail(node, path, f"unsupported YAML node {type(node).__name__}")
+
+
+def parse_yaml(text: str, file: str) -> Document:
+    """Parse one YAML document whose top level is a mapping."""
+    try:
+        documents = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = Location(file, mark.line + 1, mark.column + 1) if mark else None
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise SpecError(f"YAML syntax error: {problem}", location=where, file=file) from None
+    except yaml.YAMLError as exc:
+        raise SpecError(f"YAML error: {str(exc).splitlines()[0]}", file=file) from None
+    except RecursionError:
+        raise SpecError(f"YAML nesting is too deep (more than {MAX_DEPTH} levels)", file=file) from None
+    documents = [d for d in documents if d is not None]
+    if not documents:
+        raise SpecError("the file is empty: a spec is a YAML mapping (name, base, stages, ...)", file=file)
+    if len(documents) > 1:
+        raise SpecError(f"expected one YAML document, found {len(documents)} (remove the '---' separators)",
+                        location=_location(file, documents[1]))
+    root = documents[0]
+    if not isinstance(root, yaml.MappingNode):
+        kind = "a list" if isinstance(root, yaml.SequenceNode) else f"the scalar {root.value!r}"
+        raise SpecError(f"the top level must be a mapping of spec fields, got {kind}",
+                        location=_location(file, root))
+    converter = _Converter(file)
+    try:
+        data = converter.convert(root, (), frozenset())
+    except RecursionError:
+        raise SpecError(f"YAML nesting is too deep (more than {MAX_DEPTH} levels)", file=file) from None
+    return Document(data, file, converter.value_at, converter.key_at)
+
+
+def read_yaml_file(path: Path, shown_as: str) -> Document:
+    """Read and parse a spec file; `shown_as` is the name used in error messages."""
+    try:
+        if not path.is_file():
+            raise SpecError("no such spec file" if not path.exists() else "not a regular file", file=shown_as)
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise SpecError(f"file is {size} bytes; a spec may be at most {MAX_FILE_BYTES}", file=shown_as)
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise SpecError(f"cannot read: {exc.strerror}", file=shown_as) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"not UTF-8 text (byte {exc.start})", file=shown_as) from None
+    return parse_yaml(text, shown_as)

@@ -1,0 +1,3 @@
+from archspec.cli.app import main
+
+main()

@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn, Optional
 
-import click
 import typer
 
 from archspec.errors import SpecError
@@ -231,16 +230,21 @@ def main(argv: Optional[list[str]] = None) -> NoReturn:
     except SpecError as exc:
         sys.stderr.write(f"{exc.line()}\n")
         code = 2
-    except click.UsageError as exc:
-        where = f"archspec {exc.ctx.info_name}" if exc.ctx and exc.ctx.info_name != "archspec" else "archspec"
-        sys.stderr.write(f"{where}: {exc.format_message()} (see --help)\n")
-        code = 2
-    except click.ClickException as exc:
-        sys.stderr.write(f"archspec: {exc.format_message()}\n")
-        code = exc.exit_code
-    except click.Abort:
+    except BrokenPipeError:  # e.g. `archspec schema | head`
+        code = 0
+    except typer.Abort:
         sys.stderr.write("archspec: aborted\n")
         code = 130
-    except BrokenPipeError:
-        code = 0
+    except Exception as exc:
+        # click's exception family (typer vendors its own click, so match by shape, not by class)
+        if not (hasattr(exc, "format_message") and hasattr(exc, "exit_code")):
+            raise
+        if type(exc).__name__ == "NoArgsIsHelpError":  # bare `archspec`: show the help
+            sys.stdout.write(exc.format_message() + "\n")
+            sys.exit(0)
+        ctx = getattr(exc, "ctx", None)
+        where = f"archspec {ctx.info_name}" if ctx is not None and ctx.info_name != "archspec" else "archspec"
+        hint = " (see --help)" if ctx is not None else ""
+        sys.stderr.write(f"{where}: {exc.format_message()}{hint}\n")
+        code = exc.exit_code
     sys.exit(code if isinstance(code, int) else 0)

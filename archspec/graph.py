@@ -44,13 +44,12 @@ def conv_out(size: int, stride: int) -> int:
 
 
 class _Lowering:
-    def __init__(self, resolved: ResolvedSpec, height: int, width: int) -> None:
+    def __init__(self, resolved: ResolvedSpec, input_shape: Shape) -> None:
         self.res = resolved
         self.g = nx.DiGraph()
         self.last = "input"
         self.g.add_node("input", op="input", module=None, unit="stem", stage="stem", in_shape=(),
-                        out_shape=(resolved.in_channels, height, width), params=0, macs=0,
-                        elementwise=0, activations=0)
+                        out_shape=input_shape, params=0, macs=0, elementwise=0, activations=0)
 
     @property
     def shape(self) -> Shape:
@@ -138,11 +137,19 @@ def build_graph(resolved: ResolvedSpec, resolution: Resolution | None = None) ->
     height, width = (resolution, resolution) if isinstance(resolution, int) else resolution
     if height < 1 or width < 1:
         raise ValueError(f"resolution must be positive, got {resolution}")
-    g = _Lowering(resolved, height, width).lower()
+    g = _Lowering(resolved, (resolved.in_channels, height, width)).lower()
     g.graph.update(name=resolved.name, resolution=(height, width), num_classes=resolved.num_classes,
                    downsampling_layers=sum(1 for _, d in g.nodes(data=True) if d.get("stride") == 2),
                    resolved=resolved)
     return g
+
+
+def lower_block(resolved: ResolvedSpec, block: BlockLayer, input_shape: Shape) -> nx.DiGraph:
+    """One block lowered on its own from `input_shape` (C, H, W): its nodes are exactly those
+    build_graph gives it, so variants of a block can be costed without lowering the network."""
+    low = _Lowering(resolved, input_shape)
+    low.block(block)
+    return low.g
 
 
 def layers(g: nx.DiGraph, op: str | None = None) -> list[tuple[str, dict[str, Any]]]:

@@ -27,6 +27,26 @@ def half_resolution(native: int, n_downsampling: int) -> int:
 
 
 def valid_test_resolutions(r_train: int, n_downsampling: int, maximum: int) -> list[int]:
+    """Congruent resolutions from 2^n (smaller ones shrink the last feature map below 1x1) to maximum."""
     step = 2**n_downsampling
-    first = r_train % step or step
+    first = r_train % step + step
     return list(range(first, maximum + 1, step))
+
+
+def nearest_valid(r: int, r_train: int, n_downsampling: int) -> tuple[int, int]:
+    """The valid test resolutions just below and just above `r`."""
+    step = 2**n_downsampling
+    below = r - (r - r_train) % step
+    return below, below + step
+
+
+def congruence_warnings(r_train: int, tests: list[int] | tuple[int, ...], n_downsampling: int) -> list[str]:
+    """One warning per test resolution that moves the downsampling layers (paper section 3.3)."""
+    out = []
+    for r in tests:
+        if not congruent(r, r_train, n_downsampling):
+            below, above = nearest_valid(r, r_train, n_downsampling)
+            out.append(f"test resolution {r} is not congruent to the training resolution {r_train} "
+                       f"(mod {2**n_downsampling}): the {n_downsampling} stride-2 layers will see odd sizes "
+                       f"where training did not; nearest valid: {below}, {above}")
+    return out

@@ -9,6 +9,7 @@ larger. Every rounding that changed a number is recorded.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field, replace
 
@@ -28,13 +29,20 @@ def round_channels(channels: float, divisor: int) -> int:
     return int(rounded)
 
 
+def expanded_channels(in_channels: int, expansion: float, divisor: int) -> int:
+    """Mid channels of an MBConv: input x expansion rounded like any channel count (so that
+    fractional expansion ratios are well defined); expansion 1 keeps the input channels."""
+    return in_channels if expansion == 1 else round_channels(in_channels * expansion, divisor)
+
+
 def round_repeats(repeats: int, depth_multiplier: float) -> int:
     return int(math.ceil(depth_multiplier * repeats))
 
 
-def divisors(n: int) -> list[int]:
+@functools.lru_cache(maxsize=4096)
+def divisors(n: int) -> tuple[int, ...]:
     small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
-    return sorted(set(small + [n // d for d in small]))
+    return tuple(sorted(set(small + [n // d for d in small])))
 
 
 def nearest_group_size(requested: int, channels: int) -> int:
@@ -120,7 +128,7 @@ class BlockLayer:
 class ResolvedResolution:
     native: int | None
     half: int | None
-    half_from_table: bool
+    half_given: bool  # written in the spec (for presets B0-B5: Table 1), else derived by the half rule
     train: int
     test: tuple[int, ...]
 
@@ -197,13 +205,9 @@ def resolve(spec: ModelSpec) -> ResolvedSpec:
         requested_g = stage.group_size if stage.group_size is not None else spec.group_size
         for i in range(n):
             name = f"blocks.{s}.{i}"
-            if expansion == 1:
-                mid = in_ch
-            else:
-                exact_mid = in_ch * expansion
-                mid = round_channels(exact_mid, div)
-                if mid != exact_mid:
-                    roundings.append(Rounding(f"{name}.conv_pw", "mid channels", exact_mid, mid))
+            mid = expanded_channels(in_ch, expansion, div)
+            if mid != in_ch * expansion:
+                roundings.append(Rounding(f"{name}.conv_pw", "mid channels", in_ch * expansion, mid))
             if mid > MAX_CHANNELS:
                 raise src.error(("expansion_ratio",), f"{name} would have {mid} channels; at most "
                                                       f"{MAX_CHANNELS} are supported")
@@ -260,7 +264,7 @@ def _with_resolution(res: ResolvedSpec) -> ResolvedSpec:
     spec = res.spec
     r = spec.resolution
     n = res.downsampling_layers
-    half, from_table = r.half, r.half is not None
+    half, given = r.half, r.half is not None
     if half is None and r.native is not None:
         half = half_resolution(r.native, n)
     if r.train == "native":
@@ -276,4 +280,4 @@ def _with_resolution(res: ResolvedSpec) -> ResolvedSpec:
     else:
         train = r.train
     test = tuple(r.test) or ((r.native,) if r.native else (train,))
-    return replace(res, resolution=ResolvedResolution(r.native, half, from_table, train, test))
+    return replace(res, resolution=ResolvedResolution(r.native, half, given, train, test))

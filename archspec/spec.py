@@ -197,6 +197,10 @@ def _did_you_mean(word: str, options: list[str]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
+def _looks_like_path(name: str) -> bool:
+    return name.endswith((".yaml", ".yml")) or "/" in name or "\\" in name
+
+
 def _load_chain(doc: Document, here: Path, chain: tuple[Path, ...]) -> tuple[dict, SourceMap]:
     """Resolve `doc`'s base chain; returns the merged mapping and its source map."""
     base_name = doc.data.get("base")
@@ -210,8 +214,7 @@ def _load_chain(doc: Document, here: Path, chain: tuple[Path, ...]) -> tuple[dic
     if base_name in PRESET_NAMES:
         merged = _merge(preset(base_name), doc.data, (), replaced)
         return merged, _merge_sources(SourceMap(base_name, chain=(base_name,)), doc, replaced)
-    looks_like_path = base_name.endswith((".yaml", ".yml")) or "/" in base_name or "\\" in base_name
-    if not looks_like_path:
+    if not _looks_like_path(base_name):
         raise SpecError(f"unknown preset {base_name!r}{_did_you_mean(base_name, list(PRESET_NAMES))}; "
                         f"presets are {', '.join(PRESET_NAMES)}, or give a path ending in .yaml",
                         field="base", location=where, file=doc.file)
@@ -340,6 +343,9 @@ def load_spec(source: Union[str, Path, Mapping[str, Any], ModelSpec]) -> ModelSp
         return _validate(data, SourceMap(root_file=source, chain=(source,)))
     path = Path(source)
     shown = str(source)
+    if isinstance(source, str) and not path.exists() and not _looks_like_path(source):
+        raise SpecError(f"unknown preset {source!r}{_did_you_mean(source, list(PRESET_NAMES))} and no such file; "
+                        f"presets are {', '.join(PRESET_NAMES)}", file=shown)
     doc = read_yaml_file(path, shown)
     data, sources = _load_chain(doc, path.resolve().parent, (path.resolve(),))
     if "name" not in doc.data:

@@ -179,9 +179,13 @@ def compile_(
     from archspec.graph import build_graph
     from archspec.report import compile_report, resolved_document
 
+    from archspec.resolution import congruence_warnings
+
     res = _load(spec)
     g = build_graph(res, _resolution(resolution, res))
     report = compile_report(g, batch_size)
+    for message in congruence_warnings(res.resolution.train, res.resolution.test, g.graph["downsampling_layers"]):
+        warn(message)
     if out is not None:
         document = json.loads(json.dumps(resolved_document(res)))
         _write_outputs(out, {
@@ -217,6 +221,246 @@ def stats(
         return
     for key, value in payload.items():
         sys.stdout.write(f"{key:>20}  {value:,}\n" if isinstance(value, int) else f"{key:>20}  {value}\n")
+
+
+# --------------------------------------------------------------------------------------------
+# match-flops / resolutions / sweep
+
+_SUFFIX = {"k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "B": 1e9, "T": 1e12}
+
+
+def _count(value: str, flag: str) -> int:
+    """'390M', '0.39G', '5.3e6' or '390,000,000' -> an integer count."""
+    text = value.strip().replace(",", "").replace("_", "")
+    scale = _SUFFIX.get(text[-1:], 1.0)
+    if scale != 1.0:
+        text = text[:-1]
+    try:
+        number = float(text) * scale
+    except ValueError:
+        fail(f"{flag}: expected a count such as 390000000, 390M or 0.39G, got {value!r}")
+    if not 0 < number < 1e18:
+        fail(f"{flag}: must be a positive count, got {value!r}")
+    return round(number)
+
+
+def _csv(value: str, flag: str, kind: type) -> list:
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    if not items:
+        fail(f"{flag}: give a comma-separated list, got {value!r}")
+    try:
+        parsed = [kind(v) for v in items]
+    except ValueError:
+        fail(f"{flag}: expected comma-separated {'integers' if kind is int else 'numbers'}, got {value!r}")
+    return parsed
+
+
+def _pct(x: float) -> str:
+    return f"{x * 100:+.3f}%"
+
+
+@app.command("match-flops")
+def match_flops(
+    spec: str = typer.Argument(..., help=SPEC_HELP),
+    target: Optional[str] = typer.Option(None, "--target", help="Match the cost of this spec (or preset)."),
+    target_macs: Optional[str] = typer.Option(None, "--target-macs", help="Target MACs, e.g. 390M or 0.39G."),
+    target_params: Optional[str] = typer.Option(None, "--target-params", help="Target parameters, e.g. 5.3M."),
+    metric: Optional[str] = typer.Option(None, help="macs or params (default: macs, or params with "
+                                                     "--target-params)."),
+    integer: bool = typer.Option(False, "--integer", help="Only integer expansion ratios."),
+    lo: float = typer.Option(1.0, "--min", help="Smallest expansion ratio to consider."),
+    hi: float = typer.Option(8.0, "--max", help="Largest expansion ratio to consider."),
+    resolution: Optional[int] = typer.Option(None, help="Cost both at this resolution (default: each spec's "
+                                                         "training resolution)."),
+    write: Optional[Path] = typer.Option(None, "--write", help="Save the matched spec here (YAML)."),
+    show: int = typer.Option(7, "--show", min=1, max=1000, help="Nearest candidates to list."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Find the global expansion ratio E that brings SPEC's cost closest to a target."""
+    from archspec.api import as_graph
+    from archspec.cost import totals
+    from archspec.match import match_expansion
+    from archspec.spec import load_spec
+
+    given = [name for name, v in (("--target", target), ("--target-macs", target_macs),
+                                  ("--target-params", target_params)) if v is not None]
+    if len(given) != 1:
+        fail("give exactly one of --target, --target-macs, --target-params"
+             + (f" (got {', '.join(given)})" if given else ""))
+    if metric is not None and metric not in ("macs", "params"):
+        fail(f"--metric: must be macs or params, got {metric!r}")
+    if target_params is not None and metric == "macs" or target_macs is not None and metric == "params":
+        fail(f"--metric {metric} contradicts {given[0]}")
+    metric = metric or ("params" if target_params is not None else "macs")
+    if resolution is not None and not 8 <= resolution <= 4096:
+        fail(f"--resolution: must be from 8 to 4096, got {resolution}")
+    model = load_spec(spec)
+    if target is not None:
+        target_cost = totals(as_graph(target, resolution))
+        goal, described = getattr(target_cost, metric), target
+    else:
+        goal = _count(target_macs or target_params, given[0])
+        described = f"{goal:,} {metric}"
+    if write is not None:
+        _check_writable(write, "--write")
+    match = match_expansion(model, goal, metric, lo, hi, integer=integer, resolution=resolution)
+    chosen = match.chosen
+    payload = {
+        "spec": spec, "target": goal, "target_source": described, "metric": metric,
+        "expansion_ratio": chosen.expansion_ratio, "expansion_interval": [chosen.low, chosen.high],
+        "macs": chosen.macs, "params": chosen.params, "relative_error": match.error(chosen),
+        "range": [lo, hi], "integer": integer, "architectures_searched": len(match.candidates),
+        "candidates": [{"expansion_ratio": c.expansion_ratio, "params": c.params, "macs": c.macs,
+                        "relative_error": match.error(c)} for c in sorted(match.nearest(show),
+                                                                            key=lambda c: c.expansion_ratio)],
+    }
+    if write is not None:
+        payload["written"] = str(write)
+        _write_matched(model, match, described, write, resolution)
+    if as_json:
+        emit_json(payload)
+        return
+    from rich.table import Table
+
+    table = Table(show_edge=False, header_style="bold", pad_edge=False)
+    for col in ("E", "E interval", "params", "MACs", f"error ({metric})", ""):
+        table.add_column(col, justify="right")
+    for c in payload["candidates"]:
+        cand = next(x for x in match.candidates if x.expansion_ratio == c["expansion_ratio"])
+        table.add_row(f"{cand.expansion_ratio:g}", f"[{cand.low:.4f}, {cand.high:.4f}]", f"{cand.params:,}",
+                      f"{cand.macs:,}", _pct(match.error(cand)), "<- chosen" if cand == chosen else "")
+    console = _console()
+    console.print(f"{spec}: {len(match.candidates)} distinct architectures for E in [{lo:g}, {hi:g}]"
+                  f"{' (integers)' if integer else ''}; target {goal:,} {metric} ({described})")
+    console.print(table)
+    console.print(f"chosen: expansion_ratio {chosen.expansion_ratio:g} -> {chosen.value(metric):,} {metric} "
+                  f"({_pct(match.error(chosen))}), {chosen.params:,} params, {chosen.macs:,} MACs")
+    if write is not None:
+        console.print(f"wrote {write}")
+
+
+def _check_writable(path: Path, flag: str) -> None:
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        fail(f"{flag} {path}: is a directory")
+    if not parent.is_dir():
+        fail(f"{flag} {path}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        fail(f"{flag} {path}: not writable")
+
+
+def _write_matched(model, match, described: str, path: Path, resolution: Optional[int]) -> None:
+    """A standalone spec with the matched E, checked to compile to the reported numbers."""
+    import yaml
+
+    from archspec.api import as_graph
+    from archspec.cost import totals
+    from archspec.spec import load_spec
+
+    chosen = match.chosen
+    document = model.model_dump(mode="json", exclude_none=True, exclude={"base", "expansion_ratio"})
+    document["name"] = f"{model.name}_e{chosen.expansion_ratio:g}"[:80]
+    document["expansion_ratio"] = chosen.expansion_ratio
+    header = (f"# Written by `archspec match-flops`: expansion_ratio {chosen.expansion_ratio:g} matches "
+              f"{described}\n# ({match.target:,} {match.metric}): {chosen.value(match.metric):,} {match.metric}, "
+              f"error {_pct(match.error(chosen))}; {chosen.params:,} params, {chosen.macs:,} MACs.\n")
+    _write_outputs(path.parent, {path.name: header + yaml.safe_dump(document, sort_keys=False)})
+    written = totals(as_graph(load_spec(path), resolution))
+    if (written.params, written.macs) != (chosen.params, chosen.macs):
+        raise RuntimeError(f"bug: {path} compiles to {written}, not to the matched candidate {chosen}")
+
+
+@app.command()
+def resolutions(
+    spec: str = typer.Argument(..., help=SPEC_HELP),
+    maximum: int = typer.Option(700, "--max", min=8, max=4096, help="Largest test resolution to list."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Native and half training resolutions (Table 1) and the test resolutions that keep the
+    downsampling layers where training had them: r_test = r_train (mod 2^n)."""
+    from archspec.graph import build_graph
+    from archspec.resolution import half_resolution, valid_test_resolutions
+
+    res = _load(spec)
+    n = build_graph(res).graph["downsampling_layers"]
+    r = res.resolution
+    rule = half_resolution(r.native, n) if r.native else None
+    payload = {
+        "name": res.name, "native": r.native, "half": r.half,
+        "half_source": "given" if r.half_given else "rule",
+        "half_rule": rule, "half_rule_differs": rule is not None and r.half is not None and rule != r.half,
+        "train": r.train, "downsampling_layers": n, "modulus": 2**n,
+        "test": valid_test_resolutions(r.train, n, maximum),
+        "test_if_half": valid_test_resolutions(r.half, n, maximum) if r.half else None,
+    }
+    if as_json:
+        emit_json(payload)
+        return
+    out = sys.stdout
+    out.write(f"{res.name}: native {r.native}, half {r.half} ({payload['half_source']}), train {r.train}; "
+              f"{n} stride-2 layers, so r_test = r_train (mod {2**n})\n")
+    if payload["half_rule_differs"]:
+        out.write(f"note: the half rule (nearest to native/sqrt(2), congruent to native) gives {rule}, "
+                  f"not {r.half}; {r.half} is not congruent to {r.native} (mod {2**n})\n" if
+                  (r.native - r.half) % 2**n else
+                  f"note: the half rule (nearest to native/sqrt(2), congruent to native) gives {rule}, not {r.half}\n")
+    out.write(f"test resolutions for training at {r.train}: {', '.join(map(str, payload['test']))}\n")
+    if r.half and r.half != r.train:
+        out.write(f"test resolutions for training at half ({r.half}): "
+                  f"{', '.join(map(str, payload['test_if_half']))}\n")
+
+
+@app.command()
+def sweep(
+    spec: str = typer.Argument(..., help=SPEC_HELP),
+    group_sizes: str = typer.Option(..., "--group-sizes", help="Comma-separated, e.g. 1,4,16,32,64."),
+    expansions: str = typer.Option(..., "--expansions", help="Comma-separated, e.g. 6,5,4,3,2."),
+    grid: bool = typer.Option(False, "--grid", help="Every combination instead of pairing them one to one."),
+    resolution: Optional[str] = typer.Option(None, help="Pixels, native, half or train (default: train)."),
+    batch_size: int = typer.Option(1, "--batch-size", min=1, max=1 << 20,
+                                   help="For activation memory and arithmetic intensity."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG figure here."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Table-2-style costs across group sizes G and expansion ratios E."""
+    from archspec.cost import human
+    from archspec.spec import load_spec
+    from archspec.sweep import configurations
+    from archspec.sweep import sweep as run_sweep
+
+    gs = _csv(group_sizes, "--group-sizes", int)
+    es = _csv(expansions, "--expansions", float)
+    if any(not 1 <= g <= 4096 for g in gs):
+        fail(f"--group-sizes: each must be from 1 to 4096, got {group_sizes!r}")
+    if any(not 1 <= e <= 16 for e in es):
+        fail(f"--expansions: each must be from 1 to 16, got {expansions!r}")
+    if plot is not None:
+        _check_writable(plot, "--plot")
+    model = load_spec(spec)
+    res = _load(spec)
+    rows = run_sweep(model, configurations(gs, es, grid), _resolution(resolution, res), batch_size)
+    if plot is not None:
+        from archspec.plots import sweep_figure
+
+        try:
+            sweep_figure(rows, f"{res.name}: group size vs expansion ratio", plot, batch_size)
+        except OSError as exc:
+            fail(f"--plot {plot}: cannot write ({exc.strerror or exc})")
+    if as_json:
+        emit_json({"spec": spec, "batch_size": batch_size, "rows": [
+            {k: v for k, v in vars(r).items() if k != "intensities"} for r in rows]})
+        return
+    from rich.table import Table
+
+    table = Table(show_edge=False, header_style="bold", pad_edge=False)
+    for col in ("G", "E", "params", "MACs", f"act mem B={batch_size}", "mean intensity", "rounded layers"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(str(r.group_size), f"{r.expansion_ratio:g}", f"{r.params / 1e6:.2f}M", f"{r.macs / 1e9:.3f}G",
+                      human(r.activation_bytes, "B"), f"{r.mean_intensity:.1f}", str(r.rounded_layers))
+    _console().print(table)
+    if plot is not None:
+        _console().print(f"wrote {plot}")
 
 
 # --------------------------------------------------------------------------------------------

@@ -111,9 +111,9 @@ def test_presets_carry_table_1(b):
     res = archspec.resolve(archspec.load_spec(f"efficientnet-b{b}"))
     assert res.resolution.native == NATIVE[b]
     if b in HALF:
-        assert (res.resolution.half, res.resolution.half_from_table) == (HALF[b], True)
+        assert (res.resolution.half, res.resolution.half_given) == (HALF[b], True)
     else:  # Table 1 stops at B5: the planner's half rule fills in B6/B7
-        assert res.resolution.half_from_table is False
+        assert res.resolution.half_given is False
         assert (NATIVE[b] - res.resolution.half) % 32 == 0
 
 

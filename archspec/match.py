@@ -1,0 +1,168 @@
+"""FLOP matching: the global expansion ratio E that brings a spec's cost closest to a target.
+
+Cost is a step function of E: each block's mid channels round(c_in x E) jump at known points,
+and group-size rounding makes the cost non-monotone between them. So instead of bisecting we
+enumerate every distinct architecture in [lo, hi] exactly: the jump points of every block's
+rounding split the range into intervals of constant architecture, and each is costed once.
+Blocks are costed through `lower_block` (the IR's own lowering) and memoized, since most
+architectures share most of their blocks.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+from .cost import Cost, totals
+from .errors import SpecError
+from .graph import Resolution, build_graph, lower_block
+from .resolve import BlockLayer, ResolvedSpec, expanded_channels, resolve
+from .spec import ModelSpec
+
+Metric = Literal["macs", "params"]
+MIN_E, MAX_E = 1.0, 16.0  # the schema's bounds on expansion_ratio
+
+
+@dataclass(frozen=True)
+class Candidate:
+    expansion_ratio: float  # a representative: every E in [low, high] gives this architecture
+    low: float
+    high: float
+    params: int
+    macs: int
+
+    def value(self, metric: Metric) -> int:
+        return self.params if metric == "params" else self.macs
+
+
+@dataclass(frozen=True)
+class Match:
+    chosen: Candidate
+    target: int
+    metric: Metric
+    candidates: tuple[Candidate, ...]  # every distinct architecture in range, by E
+
+    def error(self, c: Candidate) -> float:
+        return (c.value(self.metric) - self.target) / self.target
+
+    def nearest(self, n: int) -> list[Candidate]:
+        return sorted(self.candidates, key=lambda c: abs(self.error(c)))[:n]
+
+
+def with_expansion(spec: ModelSpec, expansion: float) -> ModelSpec:
+    copy = spec.model_copy(update={"expansion_ratio": expansion})
+    copy._source = spec._source  # keep error locations
+    return copy
+
+
+class _Coster:
+    """Cost of a resolved variant of one spec: fixed stem/head plus memoized per-block costs."""
+
+    def __init__(self, res: ResolvedSpec, resolution: Resolution | None) -> None:
+        self.res = res
+        g = build_graph(res, resolution)
+        self.resolution = g.graph["resolution"]
+        self.fixed = totals(g.subgraph(n for n, d in g.nodes(data=True) if not d["unit"].startswith("blocks.")))
+        self.inputs = {b.name: g.nodes[next(iter(g.predecessors(self._first(g, b))))]["out_shape"]
+                       for b in res.blocks}
+        self.memo: dict[tuple, Cost] = {}
+
+    @staticmethod
+    def _first(g, block: BlockLayer) -> str:
+        return next(n for n, d in g.nodes(data=True) if d["unit"] == block.name)
+
+    def block(self, b: BlockLayer) -> Cost:
+        shape = self.inputs[b.name]
+        key = (b.in_channels, b.mid_channels, b.out_channels, b.kernel, b.stride, b.group_size, b.se_channels,
+               b.expand, shape)
+        if key not in self.memo:
+            self.memo[key] = totals(lower_block(self.res, b, shape))
+        return self.memo[key]
+
+    def __call__(self, res: ResolvedSpec) -> tuple[int, int]:
+        blocks = [self.block(b) for b in res.blocks]
+        return self.fixed.params + sum(c.params for c in blocks), self.fixed.macs + sum(c.macs for c in blocks)
+
+
+def _expandable(spec: ModelSpec, res: ResolvedSpec) -> list[bool]:
+    """Which blocks take the global E (stages whose own expansion is 1 keep 1)."""
+    return [spec.stages[b.stage].expansion != 1 for b in res.blocks]
+
+
+def _jump_points(spec: ModelSpec, res: ResolvedSpec, lo: float, hi: float) -> list[float]:
+    """Every E in [lo, hi] at which some block's mid channels can change (see round_channels)."""
+    points = {lo, hi}
+    d = spec.channel_divisor
+    for c in {b.in_channels for b, e in zip(res.blocks, _expandable(spec, res)) if e}:
+        # floor((x + d/2) / d) steps at x = m d - d/2; the 90% rule steps at x = r / 0.9
+        for m in range(math.floor((lo * c + d / 2) / d), math.ceil((hi * c + d / 2) / d) + 1):
+            points.add((m * d - d / 2) / c)
+            points.add(m * d / 0.9 / c)
+    return sorted(p for p in points if lo <= p <= hi)
+
+
+def _signature(spec: ModelSpec, res: ResolvedSpec, e: float) -> tuple[tuple[int, bool], ...]:
+    """What distinguishes architectures of different E: each block's mid channels, and whether
+    it has an expansion conv at all (E = 1 drops it)."""
+    return tuple((expanded_channels(b.in_channels, e if x else 1, spec.channel_divisor), x and e != 1)
+                 for b, x in zip(res.blocks, _expandable(spec, res)))
+
+
+def _nicest(low: float, high: float, fits) -> float | None:
+    """The value in [low, high] with the fewest decimals (4.0 rather than 3.9871) that `fits`."""
+    for digits in range(0, 7):
+        scale = 10**digits
+        v = math.ceil(low * scale - 1e-9) / scale
+        for candidate in (v, v + 1 / scale):
+            if candidate <= high + 1e-12 and fits(candidate):
+                return candidate
+    return None
+
+
+def expansion_candidates(spec: ModelSpec, lo: float = 1.0, hi: float = 8.0, *, integer: bool = False,
+                         resolution: Resolution | None = None) -> list[Candidate]:
+    """Every distinct architecture reachable with a global expansion ratio in [lo, hi]."""
+    if not MIN_E <= lo <= hi <= MAX_E:
+        raise SpecError(f"--min/--max: need {MIN_E:g} <= min <= max <= {MAX_E:g}, got min {lo:g}, max {hi:g}")
+    # channel counts into and out of blocks do not depend on E: any E serves as reference
+    base = resolve(with_expansion(spec, 2.0))
+    if not any(_expandable(spec, base)):
+        raise SpecError("every stage has expansion 1, so the expansion ratio changes nothing",
+                        field="stages", file=spec.source.root_file)
+    if integer:
+        values = [(float(e), float(e), float(e)) for e in range(math.ceil(lo), math.floor(hi) + 1)]
+        if not values:
+            raise SpecError(f"--integer: no integer expansion ratio in [{lo:g}, {hi:g}]")
+    else:
+        # the architecture is constant between consecutive jump points; at a jump point it is
+        # one of its neighbours' (or, where two blocks jump at once, possibly a mix: costed too)
+        points = _jump_points(spec, base, lo, hi)
+        values = [((a + b) / 2, a, b) for a, b in zip(points, points[1:])] + [(p, p, p) for p in points]
+    spans: dict[tuple, list[float]] = {}  # signature -> [low, high, a witness E]
+    for e, a, b in values:
+        span = spans.setdefault(_signature(spec, base, e), [a, b, e])
+        span[0], span[1] = min(span[0], a), max(span[1], b)
+    coster = _Coster(base, resolution)
+    out = []
+    for signature, (low, high, witness) in spans.items():
+        nicest = None if integer else _nicest(low, high, lambda v: _signature(spec, base, v) == signature)
+        e = witness if nicest is None else nicest
+        params, macs = coster(resolve(with_expansion(spec, e)))
+        out.append(Candidate(e, low, high, params, macs))
+    return sorted(out, key=lambda c: c.expansion_ratio)
+
+
+def match_expansion(spec: ModelSpec, target: int, metric: Metric = "macs", lo: float = 1.0, hi: float = 8.0, *,
+                    integer: bool = False, resolution: Resolution | None = None) -> Match:
+    """The candidate whose cost is nearest to `target` (ties: the smaller E)."""
+    if target <= 0:
+        raise SpecError(f"the target must be a positive number of {metric}, got {target}")
+    candidates = expansion_candidates(spec, lo, hi, integer=integer, resolution=resolution)
+    values = [c.value(metric) for c in candidates]
+    if not min(values) <= target <= max(values):
+        raise SpecError(
+            f"target {target:,} {metric} is out of reach: E in [{lo:g}, {hi:g}] gives {min(values):,} to "
+            f"{max(values):,} {metric}; widen --min/--max", file=spec.source.root_file)
+    chosen = min(candidates, key=lambda c: (abs(c.value(metric) - target), c.expansion_ratio))
+    return Match(chosen, target, metric, tuple(candidates))

@@ -1,0 +1,164 @@
+"""FLOP matching: the chosen expansion ratio is optimal over every architecture in range."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import archspec
+from archspec.match import expansion_candidates, match_expansion, with_expansion
+from conftest import SPECS
+
+PAIRS = [(0, "b0"), (2, "b2"), (5, "b5")]
+
+
+def _cost(spec, e):
+    return archspec.stats(archspec.resolve(with_expansion(spec, e)))
+
+
+@pytest.mark.parametrize("b", [0, 2, 5])
+def test_match_flops_cli_against_g1(cli, b):
+    result = cli("match-flops", SPECS / f"b{b}_g16.yaml", "--target", SPECS / f"b{b}_g1.yaml", "--json")
+    assert result.code == 0, result.err
+    payload = json.loads(result.out)
+    target = archspec.stats(SPECS / f"b{b}_g1.yaml").macs
+    assert payload["target"] == target
+    spec = archspec.load_spec(SPECS / f"b{b}_g16.yaml")
+    cost = _cost(spec, payload["expansion_ratio"])
+    assert (payload["macs"], payload["params"]) == (cost.macs, cost.params)
+    assert payload["relative_error"] == pytest.approx((cost.macs - target) / target)
+    candidates = expansion_candidates(spec, 1.0, 8.0)
+    assert payload["architectures_searched"] == len(candidates)
+    assert abs(payload["macs"] - target) == min(abs(c.macs - target) for c in candidates)
+
+
+@pytest.mark.parametrize("b", [0, 2, 5])
+def test_integer_match_is_the_best_integer(cli, b):
+    payload = json.loads(cli("match-flops", SPECS / f"b{b}_g16.yaml", "--target", SPECS / f"b{b}_g1.yaml",
+                             "--integer", "--json").out)
+    spec = archspec.load_spec(SPECS / f"b{b}_g16.yaml")
+    target = archspec.stats(SPECS / f"b{b}_g1.yaml").macs
+    errors = {e: abs(_cost(spec, e).macs - target) for e in range(1, 9)}
+    assert payload["expansion_ratio"] == min(errors, key=lambda e: (errors[e], e))
+
+
+@settings(max_examples=60, deadline=None)
+@given(e=st.floats(1.0, 8.0))
+def test_candidates_cover_every_expansion_in_range(e):
+    """Any E in range builds an architecture that is among the candidates, with its exact cost."""
+    spec = archspec.load_spec(SPECS / "b2_g16.yaml")
+    candidates = _b2_candidates()
+    cost = _cost(spec, e)
+    assert (cost.params, cost.macs) in {(c.params, c.macs) for c in candidates}
+    owner = [c for c in candidates if c.low - 1e-9 <= e <= c.high + 1e-9]
+    assert owner and any((c.params, c.macs) == (cost.params, cost.macs) for c in owner)
+
+
+_CACHE: dict = {}
+
+
+def _b2_candidates():
+    if "b2" not in _CACHE:
+        _CACHE["b2"] = expansion_candidates(archspec.load_spec(SPECS / "b2_g16.yaml"), 1.0, 8.0)
+    return _CACHE["b2"]
+
+
+def test_candidates_equal_a_dense_scan_on_a_small_spec():
+    spec = archspec.load_spec(SPECS / "tiny.yaml")
+    candidates = expansion_candidates(spec, 1.0, 6.0)
+    scanned = {(_cost(spec, 1 + i / 2000).params, _cost(spec, 1 + i / 2000).macs) for i in range(0, 10001)}
+    assert scanned == {(c.params, c.macs) for c in candidates}
+    for c in candidates:  # each representative E builds the architecture it stands for
+        cost = _cost(spec, c.expansion_ratio)
+        assert (cost.params, cost.macs) == (c.params, c.macs) and c.low <= c.expansion_ratio <= c.high
+
+
+def test_matching_params_and_raw_targets(cli):
+    params = archspec.stats(SPECS / "b0_g1.yaml").params
+    payload = json.loads(cli("match-flops", SPECS / "b0_g16.yaml", "--target-params", f"{params / 1e6:.4f}M",
+                             "--json").out)
+    assert payload["metric"] == "params"
+    spec = archspec.load_spec(SPECS / "b0_g16.yaml")
+    best = min(expansion_candidates(spec), key=lambda c: abs(c.params - payload["target"]))
+    assert abs(payload["params"] - payload["target"]) == abs(best.params - payload["target"])
+    macs = json.loads(cli("match-flops", "efficientnet-b0", "--target-macs", "0.5G", "--json").out)
+    assert macs["target"] == 500_000_000 and macs["metric"] == "macs"
+
+
+def test_write_saves_a_valid_spec_that_compiles_to_the_reported_numbers(tmp_path, cli):
+    out = tmp_path / "matched.yaml"
+    payload = json.loads(cli("match-flops", SPECS / "b2_g16.yaml", "--target", SPECS / "b2_g1.yaml", "--write",
+                             out, "--json").out)
+    assert cli("validate", out).code == 0
+    text = out.read_text()
+    assert text.startswith("# Written by `archspec match-flops`") and str(SPECS / "b2_g1.yaml") in text
+    assert yaml.safe_load(text)["expansion_ratio"] == payload["expansion_ratio"]
+    compiled = json.loads(cli("stats", out, "--json").out)
+    assert (compiled["macs"], compiled["params"]) == (payload["macs"], payload["params"])
+
+
+def test_match_at_a_given_resolution(cli):
+    payload = json.loads(cli("match-flops", SPECS / "b0_g16.yaml", "--target", SPECS / "b0_g1.yaml",
+                             "--resolution", "128", "--json").out)
+    assert payload["target"] == archspec.stats(SPECS / "b0_g1.yaml", resolution=128).macs
+    spec = archspec.load_spec(SPECS / "b0_g16.yaml")
+    assert payload["macs"] == archspec.stats(archspec.resolve(with_expansion(spec, payload["expansion_ratio"])),
+                                             resolution=128).macs
+
+
+@pytest.mark.parametrize("args,expected", [
+    (("efficientnet-b9", "--target-macs", "1G"), "unknown preset"),
+    (("efficientnet-b0", "--target", "efficientnet-b9"), "unknown preset"),
+    (("efficientnet-b0", "--target-macs", "1G", "--min", "3", "--max", "2"), "need 1 <= min <= max <= 16"),
+    (("efficientnet-b0", "--target-macs", "1G", "--min", "-1"), "need 1 <= min <= max <= 16"),
+    (("efficientnet-b0", "--target-macs", "1G", "--min", "2.5", "--max", "2.7", "--integer"),
+     "no integer expansion ratio"),
+    (("efficientnet-b0", "--target-macs", "1k"), "is out of reach"),
+    (("efficientnet-b0", "--target-macs", "-5"), "must be a positive count"),
+    (("efficientnet-b0", "--target-macs", "lots"), "expected a count"),
+    (("efficientnet-b0",), "give exactly one of"),
+    (("efficientnet-b0", "--target-macs", "1G", "--target-params", "5M"), "give exactly one of"),
+    (("efficientnet-b0", "--target-params", "5M", "--metric", "macs"), "contradicts"),
+    (("efficientnet-b0", "--target-macs", "0.5G", "--write", "/nonexistent/dir/x.yaml"), "does not exist"),
+])
+def test_bad_input_is_one_line(cli, args, expected):
+    result = cli("match-flops", *args)
+    assert result.code == 2, result
+    assert len(result.err.splitlines()) == 1 and expected in result.err, result.err
+
+
+def test_unwritable_write_path(tmp_path, cli):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        result = cli("match-flops", "efficientnet-b0", "--target-macs", "0.5G", "--write", locked / "x.yaml")
+    finally:
+        locked.chmod(0o700)
+    import os
+
+    if os.geteuid() == 0:  # root writes anywhere; a directory in place of the file still fails
+        result = cli("match-flops", "efficientnet-b0", "--target-macs", "0.5G", "--write", tmp_path)
+    assert result.code == 2 and len(result.err.splitlines()) == 1
+
+
+def test_expansion_has_no_effect_without_expanding_stages(cli, tmp_path):
+    spec = tmp_path / "flat.yaml"
+    spec.write_text("stages:\n  - {channels: 16, expansion: 1}\nresolution: {train: 64}\n")
+    result = cli("match-flops", spec, "--target-macs", "1M")
+    assert result.code == 2 and "changes nothing" in result.err
+
+
+def test_match_expansion_ties_go_to_the_smaller_e():
+    spec = archspec.load_spec(SPECS / "tiny.yaml")
+    cands = expansion_candidates(spec, 1.0, 6.0)
+    c = cands[len(cands) // 2]
+    m = match_expansion(spec, c.macs, "macs", 1.0, 6.0)
+    same = [x for x in cands if x.macs == c.macs]
+    assert m.chosen.expansion_ratio == min(x.expansion_ratio for x in same)
+    assert math.isclose(m.error(m.chosen), 0.0)

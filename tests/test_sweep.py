@@ -1,0 +1,61 @@
+"""Design sweeps: the Table-2-style table, its JSON and its figure."""
+
+from __future__ import annotations
+
+import json
+
+import matplotlib.image
+import pytest
+
+import archspec
+from archspec.cost import mean_intensity
+from archspec.match import with_expansion
+from conftest import SPECS
+
+
+def test_sweep_table_and_plot(cli, tmp_path):
+    png = tmp_path / "sweep.png"
+    result = cli("sweep", SPECS / "b0_g1.yaml", "--group-sizes", "1,4,16,32,64", "--expansions", "6,5,4,3,2",
+                 "--plot", png)
+    assert result.code == 0, result.err
+    lines = result.out.splitlines()
+    for g, e in zip((1, 4, 16, 32, 64), (6, 5, 4, 3, 2)):
+        assert any([cell.strip() for cell in line.split("│")][:2] == [str(g), str(e)] for line in lines), (g, e)
+    image = matplotlib.image.imread(png)
+    height, width = image.shape[:2]
+    assert (width, height) == (1760, 528)  # 16 x 4.8 inches at 110 dpi
+    assert image[..., :3].std() > 0.05  # not a blank canvas
+
+
+def test_sweep_json_matches_the_cost_model(cli):
+    payload = json.loads(cli("sweep", "efficientnet-b0", "--group-sizes", "1,16", "--expansions", "6,4", "--json",
+                             "--batch-size", "4").out)
+    spec = archspec.load_spec("efficientnet-b0")
+    for row, (g, e) in zip(payload["rows"], ((1, 6), (16, 4))):
+        variant = with_expansion(spec, e).model_copy(update={"group_size": g})
+        graph = archspec.build_graph(archspec.resolve(variant))
+        cost = archspec.stats(graph)
+        assert (row["group_size"], row["expansion_ratio"], row["params"], row["macs"]) == (g, e, cost.params, cost.macs)
+        assert row["activation_bytes"] == cost.activation_bytes(4)
+        assert row["mean_intensity"] == pytest.approx(mean_intensity(graph, 4))
+    assert payload["rows"][1]["mean_intensity"] > payload["rows"][0]["mean_intensity"]  # larger G, denser convs
+
+
+def test_sweep_grid_mode(cli):
+    payload = json.loads(cli("sweep", "efficientnet-b0", "--group-sizes", "1,4,16", "--expansions", "6,4",
+                             "--grid", "--json").out)
+    assert [(r["group_size"], r["expansion_ratio"]) for r in payload["rows"]] == [
+        (1, 6), (1, 4), (4, 6), (4, 4), (16, 6), (16, 4)]
+
+
+@pytest.mark.parametrize("args,expected", [
+    (("--group-sizes", "1,4", "--expansions", "6"), "pass --grid"),
+    (("--group-sizes", "", "--expansions", "6"), "comma-separated list"),
+    (("--group-sizes", "1,x", "--expansions", "6,5"), "comma-separated integers"),
+    (("--group-sizes", "0", "--expansions", "6"), "from 1 to 4096"),
+    (("--group-sizes", "1", "--expansions", "0.5"), "from 1 to 16"),
+    (("--group-sizes", "1", "--expansions", "6", "--plot", "/nonexistent/x.png"), "does not exist"),
+])
+def test_sweep_bad_input(cli, args, expected):
+    result = cli("sweep", "efficientnet-b0", *args)
+    assert result.code == 2 and len(result.err.splitlines()) == 1 and expected in result.err, result.err

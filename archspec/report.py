@@ -5,6 +5,7 @@ Built from the IR alone, so the numbers a person reads are the numbers the model
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict
 from typing import Any
 
@@ -96,3 +97,10 @@ def resolved_document(res: ResolvedSpec) -> dict[str, Any]:
         "head": {"channels": res.head_channels, "dropout": res.dropout},
         "roundings": [str(r) for r in res.roundings],
     }
+
+
+def resolved_yaml(res: ResolvedSpec) -> str:
+    import yaml
+
+    # through JSON: tuples become lists, which safe_dump writes
+    return yaml.safe_dump(json.loads(json.dumps(resolved_document(res))), sort_keys=False)

@@ -13,7 +13,6 @@ import functools
 import math
 from dataclasses import dataclass, field, replace
 
-from .errors import SpecError
 from .resolution import half_resolution
 from .spec import ModelSpec
 

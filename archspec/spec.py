@@ -7,17 +7,16 @@ line and column, and the field path, e.g.
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import Field, PrivateAttr, field_validator
 
-from .errors import FieldPath, Location, SpecError, format_path
+from .errors import FieldPath, SpecError
 from .presets import PRESET_NAMES, preset
+from .validation import SourceMap, Strict, did_you_mean, validate
 from .yaml_source import Document, read_yaml_file
 
 NormType = Literal["bn", "gn", "ln", "gn+pn", "ln+pn"]
@@ -26,18 +25,13 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,79}$"
 MAX_BASE_CHAIN = 16
 
 
-class _Strict(BaseModel):
-    # strict: no silent coercion ("3" is not 3, true is not 1); unknown keys are errors
-    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, validate_default=True)
-
-
 def _odd_kernel(value: int) -> int:
     if value % 2 == 0:
         raise ValueError(f"must be odd (1, 3, 5, ...) so that 'same' padding is symmetric, got {value}")
     return value
 
 
-class StemSpec(_Strict):
+class StemSpec(Strict):
     channels: int = Field(32, ge=1, le=4096, description="Output channels before width scaling.")
     kernel: int = Field(3, ge=1, le=15, description="Odd kernel size.")
     stride: Literal[1, 2] = 2
@@ -45,7 +39,7 @@ class StemSpec(_Strict):
     _odd = field_validator("kernel")(_odd_kernel)
 
 
-class StageSpec(_Strict):
+class StageSpec(Strict):
     block: Literal["mbconv"] = Field("mbconv", description="MBConv; expansion 1 drops the expansion conv.")
     repeats: int = Field(1, ge=1, le=64, description="Blocks in the stage before depth scaling.")
     kernel: int = Field(3, ge=1, le=15, description="Odd kernel size of the spatial (grouped) conv.")
@@ -58,12 +52,12 @@ class StageSpec(_Strict):
     _odd = field_validator("kernel")(_odd_kernel)
 
 
-class HeadSpec(_Strict):
+class HeadSpec(Strict):
     channels: int = Field(1280, ge=0, le=16384, description="Head conv channels before width scaling; 0 = none.")
     dropout: float = Field(0.2, ge=0, lt=1, description="Dropout before the classifier.")
 
 
-class NormSpec(_Strict):
+class NormSpec(Strict):
     type: NormType = Field("bn", description="bn | gn | ln | gn+pn | ln+pn (pn = proxy-normalized activations).")
     groups: int = Field(4, ge=1, le=1024, description="Groups of GN (gn, gn+pn).")
     eps: float = Field(1e-3, gt=0, le=1)
@@ -74,7 +68,7 @@ class NormSpec(_Strict):
 TrainResolution = Union[Literal["native", "half"], int]
 
 
-class ResolutionSpec(_Strict):
+class ResolutionSpec(Strict):
     native: Optional[int] = Field(None, ge=8, le=4096, description="The model's native resolution (Table 1).")
     half: Optional[int] = Field(None, ge=8, le=4096, description="Half resolution; derived when absent.")
     train: TrainResolution = Field("native", description="native | half | a pixel count.")
@@ -98,7 +92,7 @@ class ResolutionSpec(_Strict):
         return value
 
 
-class ModelSpec(_Strict):
+class ModelSpec(Strict):
     """A network, as written. `resolve()` turns it into concrete layers."""
 
     name: str = Field("model", pattern=NAME_PATTERN, description="Letters, digits, _ . + - (max 80).")
@@ -125,28 +119,6 @@ class ModelSpec(_Strict):
     @property
     def source(self) -> "SourceMap":
         return self._source if self._source is not None else SourceMap(root_file="<dict>")
-
-
-@dataclass
-class SourceMap:
-    """Where each field of a loaded spec was written (across its chain of bases)."""
-
-    root_file: str
-    value_at: dict[FieldPath, Location] = field(default_factory=dict)
-    key_at: dict[FieldPath, Location] = field(default_factory=dict)
-    chain: tuple[str, ...] = ()  # this file, then its bases, ending with a preset if any
-
-    def locate(self, path: FieldPath, *, key: bool = False) -> Location | None:
-        table = self.key_at if key else self.value_at
-        if key and path in table:
-            return table[path]
-        for n in range(len(path), -1, -1):
-            if path[:n] in self.value_at:
-                return self.value_at[path[:n]]
-        return None
-
-    def error(self, path: FieldPath, message: str, *, key: bool = False) -> SpecError:
-        return SpecError(message, field=path, location=self.locate(path, key=key), file=self.root_file)
 
 
 # --------------------------------------------------------------------------------------------
@@ -192,11 +164,6 @@ def _display(path: Path) -> str:
         return str(path.resolve())
 
 
-def _did_you_mean(word: str, options: list[str]) -> str:
-    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
 def _looks_like_path(name: str) -> bool:
     return name.endswith((".yaml", ".yml")) or "/" in name or "\\" in name
 
@@ -215,7 +182,7 @@ def _load_chain(doc: Document, here: Path, chain: tuple[Path, ...]) -> tuple[dic
         merged = _merge(preset(base_name), doc.data, (), replaced)
         return merged, _merge_sources(SourceMap(base_name, chain=(base_name,)), doc, replaced)
     if not _looks_like_path(base_name):
-        raise SpecError(f"unknown preset {base_name!r}{_did_you_mean(base_name, list(PRESET_NAMES))}; "
+        raise SpecError(f"unknown preset {base_name!r}{did_you_mean(base_name, list(PRESET_NAMES))}; "
                         f"presets are {', '.join(PRESET_NAMES)}, or give a path ending in .yaml",
                         field="base", location=where, file=doc.file)
     base_path = (here / base_name).resolve()
@@ -236,88 +203,7 @@ def _load_chain(doc: Document, here: Path, chain: tuple[Path, ...]) -> tuple[dic
     return merged, _merge_sources(base_source, doc, replaced)
 
 
-_TYPE_WORDS = {
-    "int_type": "an integer", "float_type": "a number", "string_type": "a string",
-    "bool_type": "true or false", "dict_type": "a mapping", "model_type": "a mapping",
-    "list_type": "a list", "literal_error": None,
-}
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _humanize(err: dict, model_fields: list[str] | None) -> str:
-    kind, ctx, value = err["type"], err.get("ctx") or {}, err.get("input")
-    got = f"got {_short(value)}"
-    if kind == "missing":
-        return "required field is missing"
-    if kind == "extra_forbidden":
-        key = str(err["loc"][-1])
-        hint = _did_you_mean(key, model_fields or [])
-        allowed = f"; allowed: {', '.join(model_fields)}" if model_fields and not hint else ""
-        return f"unknown key{hint}{allowed}"
-    if kind == "literal_error":
-        return f"must be {ctx['expected']}, {got}"
-    if kind in _TYPE_WORDS:
-        return f"must be {_TYPE_WORDS[kind]}, {got} ({type(value).__name__})"
-    bounds = {"greater_than_equal": (">=", "ge"), "greater_than": (">", "gt"),
-              "less_than_equal": ("<=", "le"), "less_than": ("<", "lt")}
-    if kind in bounds:
-        op, key = bounds[kind]
-        return f"must be {op} {ctx[key]}, {got}"
-    if kind == "finite_number":
-        return f"must be a finite number, {got}"
-    if kind in ("too_long", "too_short"):
-        word = "at most" if kind == "too_long" else "at least"
-        limit = ctx.get("max_length", ctx.get("min_length"))
-        return f"must have {word} {limit} items, got {ctx.get('actual_length')}"
-    if kind == "string_too_long":
-        return f"must be at most {ctx['max_length']} characters"
-    if kind == "string_pattern_mismatch":
-        return f"must be letters, digits, '_', '.', '+' or '-' (max 80, starting with a letter or digit), {got}"
-    if kind == "value_error":
-        return str(ctx.get("error", err["msg"]))
-    return f"{err['msg']}, {got}"
-
-
-def _fields_at(loc: tuple) -> list[str] | None:
-    """Field names allowed at the mapping that `loc` (ending in an unknown key) belongs to."""
-    model: Any = ModelSpec
-    for part in loc[:-1]:
-        if isinstance(part, int):
-            continue
-        info = getattr(model, "model_fields", {}).get(part)
-        if info is None:
-            return None
-        annotation = info.annotation
-        args = getattr(annotation, "__args__", ()) or ()
-        candidates = [annotation, *args]
-        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
-        if model is None:
-            return None
-    return list(model.model_fields)
-
-
-def _validate(data: dict, source: SourceMap) -> ModelSpec:
-    try:
-        spec = ModelSpec.model_validate(data)
-    except ValidationError as exc:
-        errors = []
-        for err in exc.errors(include_url=False):
-            # drop pydantic's union-branch markers such as 'literal[...]' or 'int' from the path
-            loc = tuple(p for p in err["loc"] if isinstance(p, int) or not re.match(r"^(literal\[|int$|float$)", p))
-            is_key = err["type"] == "extra_forbidden"
-            location = source.locate(loc, key=is_key)
-            message = _humanize(err, _fields_at(loc) if is_key else None)
-            errors.append((location, loc, message))
-        errors.sort(key=lambda e: (e[0] is None, e[0].file != source.root_file if e[0] else 0,
-                                   (e[0].line, e[0].column) if e[0] else (0, 0)))
-        location, loc, message = errors[0]
-        if len(errors) > 1:
-            message += f" (+{len(errors) - 1} more error{'s' if len(errors) > 2 else ''})"
-        raise SpecError(message, field=format_path(loc), location=location, file=source.root_file) from None
+def _with_source(spec: ModelSpec, source: SourceMap) -> ModelSpec:
     spec._source = source
     return spec
 
@@ -337,20 +223,21 @@ def load_spec(source: Union[str, Path, Mapping[str, Any], ModelSpec]) -> ModelSp
     if isinstance(source, Mapping):
         doc = Document(dict(source), "<dict>")
         data, sources = _load_chain(doc, Path.cwd(), ())
-        return _validate(data, sources)
+        return _with_source(validate(ModelSpec, data, sources), sources)
     if isinstance(source, str) and source in PRESET_NAMES and not Path(source).exists():
         data = preset(source)
-        return _validate(data, SourceMap(root_file=source, chain=(source,)))
+        source_map = SourceMap(root_file=source, chain=(source,))
+        return _with_source(validate(ModelSpec, data, source_map), source_map)
     path = Path(source)
     shown = str(source)
     if isinstance(source, str) and not path.exists() and not _looks_like_path(source):
-        raise SpecError(f"unknown preset {source!r}{_did_you_mean(source, list(PRESET_NAMES))} and no such file; "
+        raise SpecError(f"unknown preset {source!r}{did_you_mean(source, list(PRESET_NAMES))} and no such file; "
                         f"presets are {', '.join(PRESET_NAMES)}", file=shown)
     doc = read_yaml_file(path, shown)
     data, sources = _load_chain(doc, path.resolve().parent, (path.resolve(),))
     if "name" not in doc.data:
         data = {**data, "name": _default_name(path)}
-    return _validate(data, sources)
+    return _with_source(validate(ModelSpec, data, sources), sources)
 
 
 def spec_json_schema() -> dict[str, Any]:

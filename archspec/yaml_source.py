@@ -140,7 +140,7 @@ def read_yaml_file(path: Path, shown_as: str) -> Document:
     """Read and parse a spec file; `shown_as` is the name used in error messages."""
     try:
         if not path.is_file():
-            raise SpecError("no such spec file" if not path.exists() else "not a regular file", file=shown_as)
+            raise SpecError("no such file" if not path.exists() else "not a regular file", file=shown_as)
         size = path.stat().st_size
         if size > MAX_FILE_BYTES:
             raise SpecError(f"file is {size} bytes; a spec may be at most {MAX_FILE_BYTES}", file=shown_as)

@@ -174,10 +174,8 @@ def compile_(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Resolve a spec, lower it to the IR and print its per-stage costs."""
-    import yaml
-
     from archspec.graph import build_graph
-    from archspec.report import compile_report, resolved_document
+    from archspec.report import compile_report, resolved_yaml
 
     from archspec.resolution import congruence_warnings
 
@@ -187,9 +185,8 @@ def compile_(
     for message in congruence_warnings(res.resolution.train, res.resolution.test, g.graph["downsampling_layers"]):
         warn(message)
     if out is not None:
-        document = json.loads(json.dumps(resolved_document(res)))
         _write_outputs(out, {
-            "resolved.yaml": yaml.safe_dump(document, sort_keys=False),
+            "resolved.yaml": resolved_yaml(res),
             "report.json": json.dumps(report, indent=2) + "\n",
         })
     if as_json:
@@ -464,11 +461,125 @@ def sweep(
 
 
 # --------------------------------------------------------------------------------------------
+# train / finetune / eval
+
+_ARGV: list[str] = []  # this invocation's arguments, for re-launching under torch.distributed.run
+
+
+def _diverged(exc: Exception) -> NoReturn:
+    sys.stderr.write(f"archspec: {exc}\n")
+    raise typer.Exit(1)
+
+
+@app.command()
+def train(
+    spec: str = typer.Argument(..., help=SPEC_HELP),
+    data: Optional[Path] = typer.Option(None, "--data", help="ImageFolder tree with train/ and val/."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="'synthetic' (the default without --data)."),
+    resolution: Optional[str] = typer.Option(None, help="native, half or pixels (default: the spec's train)."),
+    epochs: Optional[float] = typer.Option(None, help="Epochs (default: the recipe's, 350)."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop after this many optimizer steps."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Global batch B (default: the recipe's)."),
+    accum: int = typer.Option(1, "--accum", help="Micro-batches accumulated per global batch."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    nproc: int = typer.Option(1, "--nproc", help="Processes on this machine (torch.distributed)."),
+    recipe: Optional[Path] = typer.Option(None, "--recipe", help="A recipe YAML overriding the paper's."),
+    out: Optional[Path] = typer.Option(None, "--out", help="The run directory (default: runs/<spec name>)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    seed: int = typer.Option(0, "--seed", help="Seed of weights, data order and augmentation."),
+    backend: str = typer.Option("torch", "--backend", help="torch (torch-pipeline and poptorch: see docs)."),
+) -> None:
+    """Train SPEC with the paper's recipe (RMSProp-TF, EMA, Mixup+CutMix) on --data or synthetic images."""
+    from archspec.runner.distributed import launch, under_launcher
+
+    if dataset not in (None, "synthetic"):
+        fail(f"--dataset: only 'synthetic' is built in, got {dataset!r}; use --data DIR for an ImageFolder tree")
+    if dataset and data:
+        fail("--data and --dataset synthetic exclude each other")
+    if backend != "torch":
+        fail(f"--backend: {backend!r} is not available in this version (use torch)")
+    if nproc > 1 and not under_launcher():
+        raise typer.Exit(launch(nproc, _ARGV))
+    from archspec.runner.train import Diverged, TrainOptions
+    from archspec.runner.train import train as run_train
+    from archspec.spec import load_spec
+
+    if out is None:
+        out = Path("runs") / load_spec(spec).name
+    options = TrainOptions(spec=spec, out=out, data=data, resolution=resolution, epochs=epochs, max_steps=max_steps,
+                           batch_size=batch_size, accum=accum, device=device, recipe=recipe, resume=resume, seed=seed)
+    try:
+        summary = run_train(options)
+    except Diverged as exc:
+        _diverged(exc)
+    if summary.get("val_top1_ema") is not None:
+        _console().print(f"{out}: {summary['steps']} steps at {summary['resolution']}px; val top-1 "
+                         f"{summary['val_top1_ema']:.2%} (EMA), {summary['val_top1_raw']:.2%} (raw)")
+
+
+@app.command()
+def finetune(
+    run: Path = typer.Argument(..., help="A run directory written by `archspec train`."),
+    resolution: int = typer.Option(..., "--resolution", help="Fine-tune (and test) at this resolution."),
+    blocks: int = typer.Option(..., "--blocks", help="How many blocks from the end train (1 = the head)."),
+    epochs: Optional[float] = typer.Option(None, help="Epochs (default: the recipe's, 2)."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop after this many optimizer steps."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    nproc: int = typer.Option(1, "--nproc", help="Processes on this machine (torch.distributed)."),
+) -> None:
+    """Fine-tune the last blocks of a run at a test resolution, from its EMA weights (SGD, cosine from 0.25)."""
+    from archspec.runner.distributed import launch, under_launcher
+
+    if nproc > 1 and not under_launcher():
+        raise typer.Exit(launch(nproc, _ARGV))
+    from archspec.runner.finetune import FinetuneOptions
+    from archspec.runner.finetune import finetune as run_finetune
+    from archspec.runner.train import Diverged
+
+    try:
+        summary = run_finetune(FinetuneOptions(run, resolution, blocks, epochs, max_steps, device))
+    except Diverged as exc:
+        _diverged(exc)
+    if "val_top1" in summary:
+        _console().print(f"{run}: fine-tuned the last {blocks} blocks ({summary['trainable_parameters']:,} parameters, "
+                         f"from {summary['first_trainable_layer']}) at {resolution}px for {summary['steps']} steps; "
+                         f"val top-1 {summary['val_top1']:.2%}")
+
+
+@app.command("eval")
+def eval_(
+    run: Path = typer.Argument(..., help="A run directory written by `archspec train`."),
+    resolutions: str = typer.Option(..., "--resolutions", help="Comma-separated, e.g. 224,256,288."),
+    weights: str = typer.Option("auto", "--weights", help="auto (finetuned if any, else ema), ema, raw."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Top-1 and top-5 of a run at each test resolution (warns where r_test != r_train mod 2^n)."""
+    from archspec.runner.evaluate import evaluate_run
+
+    values = _csv(resolutions, "--resolutions", int)
+    if any(not 8 <= r <= 4096 for r in values):
+        fail(f"--resolutions: each must be from 8 to 4096, got {resolutions!r}")
+    payload, warnings = evaluate_run(run, values, weights, device)
+    for message in warnings:
+        warn(message)
+    if as_json:
+        emit_json(payload)
+        return
+    console = _console()
+    console.print(f"{run}: {payload['weights']} weights, trained at {payload['train_resolution']}px")
+    for r in payload["results"]:
+        console.print(f"  {r['resolution']:>5}px  top-1 {r['top1']:.2%}  top-5 {r['top5']:.2%}"
+                      f"{'' if r['congruent'] else '  (not congruent)'}")
+
+
+# --------------------------------------------------------------------------------------------
 
 
 def main(argv: Optional[list[str]] = None) -> NoReturn:
     """Console entry point: every bad input is one line on stderr and exit status 2."""
     command = typer.main.get_command(app)
+    _ARGV[:] = list(sys.argv[1:] if argv is None else argv)
     try:
         code = command.main(args=argv, prog_name="archspec", standalone_mode=False)
     except SpecError as exc:

@@ -6,7 +6,6 @@ import json
 
 import pytest
 
-import archspec
 from archspec.resolution import congruent, half_resolution
 from conftest import SPECS
 

@@ -137,7 +137,7 @@ def test_error_in_a_base_file_points_into_the_base(tmp_path, monkeypatch, cli):
 def test_missing_spec_file(tmp_path, monkeypatch, cli):
     monkeypatch.chdir(tmp_path)
     result = cli("validate", "absent.yaml")
-    assert (result.code, result.err) == (2, "absent.yaml: no such spec file\n")
+    assert (result.code, result.err) == (2, "absent.yaml: no such file\n")
 
 
 def test_directory_instead_of_file(tmp_path, monkeypatch, cli):

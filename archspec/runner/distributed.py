@@ -88,9 +88,23 @@ def launch(nproc: int, argv: list[str]) -> int:
     if nproc < 1:
         raise SpecError(f"must be at least 1, got {nproc}", field="--nproc")
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-               "-m", "archspec.cli", *argv]
+               "-m", "archspec.cli", *_without_nproc(argv)]
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(max(1, _cores() // nproc)))}
     return subprocess.run(command, env=env).returncode
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    """The children learn their world from the launcher (and torchrun's parser would take --nproc
+    for an abbreviation of its own --nproc-per-node)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            out.append(arg)
+    return out
 
 
 def _cores() -> int:

@@ -461,6 +461,70 @@ def sweep(
 
 
 # --------------------------------------------------------------------------------------------
+# plan
+
+
+def _costing(micro_batch: int, memory_mb: Optional[float], memory_fraction: float, recompute: bool):
+    from archspec.plan import Costing, Device, ipu
+
+    if not 0 < memory_fraction <= 1:
+        fail(f"--memory-fraction: must be in (0, 1], got {memory_fraction}")
+    if memory_mb is not None and not 0 < memory_mb < 1e9:
+        fail(f"--memory-mb: must be a positive number of megabytes, got {memory_mb}")
+    device = ipu(memory_fraction) if memory_mb is None else Device(int(memory_mb * 1e6), name="device")
+    return Costing(micro_batch, device, recompute=recompute)
+
+
+def _plan_table(plan_dict: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    from archspec.cost import human
+
+    table = Table(show_edge=False, header_style="bold", pad_edge=False)
+    for col in ("stage", "first layer", "last layer", "blocks", "params", "MACs", "memory", "time share"):
+        table.add_column(col, justify="left" if "layer" in col else "right", no_wrap=True)
+    budget = plan_dict["memory_budget_bytes"]
+    console = _console()
+    console.width = max(console.width, 110)
+    for i, s in enumerate(plan_dict["stages"]):
+        table.add_row(str(i), s["first_layer"], s["last_layer"], str(len(s["units"])), human(s["params"]),
+                      human(s["macs"]), f"{s['memory_bytes'] / 1e6:.0f}/{budget / 1e6:.0f} MB",
+                      f"{s['time_share']:.1%}")
+    console.print(table)
+
+
+@app.command()
+def plan(
+    spec: str = typer.Argument(..., help=SPEC_HELP),
+    stages: int = typer.Option(..., "--stages", help="Pipeline stages (devices) K."),
+    micro_batch: int = typer.Option(8, "--micro-batch", help="Images per micro-batch."),
+    memory_mb: Optional[float] = typer.Option(None, "--memory-mb", help="Usable memory per device, MB "
+                                                                        "(default: half an IPU's 900 MB)."),
+    memory_fraction: float = typer.Option(0.5, "--memory-fraction", help="Usable share of an IPU's 900 MB."),
+    recompute: bool = typer.Option(True, "--recompute/--no-recompute", help="Recompute each stage's forward."),
+    resolution: Optional[str] = typer.Option(None, help="Pixels, native, half or train (default: train)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Split a network into K pipeline stages: the largest stage's time is minimal and every stage
+    fits its device's memory (dynamic programming over block boundaries)."""
+    from archspec.graph import build_graph
+    from archspec.plan import plan_pipeline
+
+    res = _load(spec)
+    g = build_graph(res, _resolution(resolution, res))
+    result = plan_pipeline(g, stages, _costing(micro_batch, memory_mb, memory_fraction, recompute))
+    payload = {"spec": spec, "resolution": g.graph["resolution"][0], **result.as_dict()}
+    if as_json:
+        emit_json(payload)
+        return
+    _console().print(f"{res.name}: {stages} stages, micro-batch {micro_batch}, {g.graph['resolution'][0]} px, "
+                     f"recomputation {'on' if recompute else 'off'}")
+    _plan_table(payload)
+    _console().print(f"imbalance {result.imbalance:.3f} (largest stage time / mean); new stages begin at "
+                     f"{', '.join(result.boundaries) or '-'}")
+
+
+# --------------------------------------------------------------------------------------------
 # train / finetune / eval
 
 _ARGV: list[str] = []  # this invocation's arguments, for re-launching under torch.distributed.run

@@ -168,7 +168,8 @@ def _print_summary(report: dict[str, Any]) -> None:
 @app.command("compile")
 def compile_(
     spec: str = typer.Argument(..., help=SPEC_HELP),
-    out: Optional[Path] = typer.Option(None, "--out", help="Write resolved.yaml and report.json here."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write resolved.yaml, report.json and model.py "
+                                                            "(standalone PyTorch) here."),
     resolution: Optional[str] = typer.Option(None, help="Pixels, native, half or train (default: train)."),
     batch_size: int = typer.Option(1, "--batch-size", min=1, max=1 << 20, help="For activation memory."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
@@ -185,16 +186,19 @@ def compile_(
     for message in congruence_warnings(res.resolution.train, res.resolution.test, g.graph["downsampling_layers"]):
         warn(message)
     if out is not None:
+        from archspec.backends.torch.codegen import generate_model_source
+
         _write_outputs(out, {
             "resolved.yaml": resolved_yaml(res),
             "report.json": json.dumps(report, indent=2) + "\n",
+            "model.py": generate_model_source(g),
         })
     if as_json:
         emit_json(report)
     else:
         _print_summary(report)
         if out is not None:
-            _console().print(f"wrote {out}/resolved.yaml, {out}/report.json")
+            _console().print(f"wrote {out}/resolved.yaml, {out}/report.json, {out}/model.py")
 
 
 @app.command()

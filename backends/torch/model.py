@@ -2,12 +2,14 @@
 
 Every IR node with a module path becomes exactly one leaf module at that path (the norm layer
 owns its activation, as `bn1.act`), so the module's parameters, MACs and shapes are the IR's
-by construction, and the tests prove it on random specs.
+by construction, and the tests prove it on random specs. `leaf_spec` is the one place that maps
+an IR node to a layer: this builder instantiates it, the code generator writes it out.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from typing import Any
 
 import networkx as nx
@@ -15,43 +17,66 @@ import torch
 from torch import nn
 from torchvision.ops import StochasticDepth
 
-from archspec.graph import layers, units
 from archspec.api import SpecLike, as_graph
+from archspec.graph import layers, units
 
 from .layers import DepthwiseSeparable, EfficientNet, GlobalPool, InvertedResidual, SqueezeExcite
-from .norms import norm_act
+from .norms import NormAct
 
 
-def leaf_module(node: dict[str, Any]) -> nn.Module | None:
-    """The module for one IR node; None for nodes their parents implement (act, add, input)."""
+@dataclass(frozen=True)
+class LeafSpec:
+    """A layer as a constructor call: `source_name(*args, **kwargs)`."""
+
+    source_name: str
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+CONSTRUCTORS = {"nn.Conv2d": nn.Conv2d, "NormAct": NormAct, "SqueezeExcite": SqueezeExcite, "GlobalPool": GlobalPool,
+                "nn.Dropout": nn.Dropout, "nn.Linear": nn.Linear}
+
+
+def leaf_spec(node: dict[str, Any]) -> LeafSpec | None:
+    """The layer for one IR node; None for nodes their parents implement (act, add, input)."""
     op = node["op"]
     if op == "conv":
         k = node["kernel"]
-        return nn.Conv2d(node["in_channels"], node["out_channels"], k, node["stride"], padding=k // 2,
-                         groups=node["groups"], bias=False)
+        return LeafSpec("nn.Conv2d", (node["in_channels"], node["out_channels"], k, node["stride"]),
+                        {"padding": k // 2, "groups": node["groups"], "bias": False})
     if op == "norm":
-        return norm_act(node)
+        return LeafSpec("NormAct", (node["channels"], node["norm"]), {
+            "num_groups": node["num_groups"] or 1, "eps": node["eps"], "momentum": node["momentum"],
+            "activation": node["activation"], "proxy": node["proxy"], "pn_eps": node["pn_eps"]})
     if op == "se":
-        return SqueezeExcite(node["channels"], node["reduced_channels"], node["function"])
+        return LeafSpec("SqueezeExcite", (node["channels"], node["reduced_channels"], node["function"]))
     if op == "pool":
-        return GlobalPool()
+        return LeafSpec("GlobalPool", ())
     if op == "dropout":
-        return nn.Dropout(node["p"])
+        return LeafSpec("nn.Dropout", (node["p"],))
     if op == "linear":
-        return nn.Linear(node["in_features"], node["out_features"], bias=node["bias"])
+        return LeafSpec("nn.Linear", (node["in_features"], node["out_features"]), {"bias": node["bias"]})
     return None
+
+
+def leaf_module(node: dict[str, Any]) -> nn.Module | None:
+    spec = leaf_spec(node)
+    return None if spec is None else CONSTRUCTORS[spec.source_name](*spec.args, **spec.kwargs)
+
+
+def block_kind(parts: dict[str, Any]) -> str:
+    """The block class for a unit's layers: with an expansion conv it is an inverted residual."""
+    return "InvertedResidual" if "conv_pwl" in parts else "DepthwiseSeparable"
 
 
 def drop_path(rate: float) -> nn.Module:
     return StochasticDepth(rate, "row") if rate > 0 else nn.Identity()
 
 
-def _block(unit: str, parts: dict[str, nn.Module], add: dict[str, Any] | None) -> nn.Module:
+def _block(parts: dict[str, nn.Module], add: dict[str, Any] | None) -> nn.Module:
     parts.setdefault("se", nn.Identity())
-    common = dict(drop_path=drop_path(add["drop_path"]) if add else nn.Identity(), has_skip=add is not None)
-    if "conv_pwl" in parts:
-        return InvertedResidual(**parts, **common)
-    return DepthwiseSeparable(**parts, **common)
+    cls = InvertedResidual if block_kind(parts) == "InvertedResidual" else DepthwiseSeparable
+    return cls(**parts, drop_path=drop_path(add["drop_path"]) if add else nn.Identity(), has_skip=add is not None)
 
 
 def init_weights(model: nn.Module) -> None:
@@ -85,10 +110,10 @@ def model_from_graph(g: nx.DiGraph) -> EfficientNet:
     stages: list[list[nn.Module]] = []
     for unit in units(g):
         if unit.startswith("blocks."):
-            stage, index = (int(i) for i in unit.split(".")[1:])
+            stage = int(unit.split(".")[1])
             if stage == len(stages):
                 stages.append([])
-            stages[stage].append(_block(unit, parts[unit], adds.get(unit)))
+            stages[stage].append(_block(parts[unit], adds.get(unit)))
     stem, head = parts["stem"], parts["head"]
     model = EfficientNet(
         conv_stem=stem["conv_stem"], bn1=stem["bn1"],

@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -31,11 +30,8 @@ from torch import nn
 PANEL_NODES = 32
 Z_MAX = 9.0
 
-ACTIVATIONS = {"silu": nn.SiLU, "relu": nn.ReLU, "gelu": nn.GELU}
-
-
 def make_activation(name: str) -> nn.Module:
-    return ACTIVATIONS[name]()
+    return {"silu": nn.SiLU, "relu": nn.ReLU, "gelu": nn.GELU}[name]()
 
 
 def _normal_pdf(x: torch.Tensor) -> torch.Tensor:
@@ -55,6 +51,15 @@ def relu_gaussian_moments(mean: torch.Tensor, std: torch.Tensor) -> tuple[torch.
     return first, (second - first * first).clamp_min(0)
 
 
+def gauss_legendre(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Nodes and weights of the n-point Gauss-Legendre rule on [-1, 1], in float64 (Golub-Welsch:
+    the nodes are the eigenvalues of the Jacobi matrix of the Legendre recurrence)."""
+    k = torch.arange(1, n, dtype=torch.float64)
+    off_diagonal = k / torch.sqrt(4 * k * k - 1)
+    nodes, vectors = torch.linalg.eigh(torch.diag(off_diagonal, 1) + torch.diag(off_diagonal, -1))
+    return nodes, 2 * vectors[0] ** 2
+
+
 class ProxyMoments(nn.Module):
     """E and Var of phi(gamma * Y~ + beta), Y~ ~ N(beta~, (1 + gamma~)^2), per channel."""
 
@@ -62,11 +67,11 @@ class ProxyMoments(nn.Module):
         super().__init__()
         self.activation = activation
         self.phi = make_activation(activation)
-        t, w = np.polynomial.legendre.leggauss(panel_nodes)
+        t, w = gauss_legendre(panel_nodes)
         # the rule mapped to [0, 1]: a panel [a, b] has nodes a + (b - a) u and weights (b - a) v
-        self.register_buffer("unit_nodes", torch.tensor((t + 1) / 2, dtype=torch.get_default_dtype()),
-                             persistent=False)
-        self.register_buffer("unit_weights", torch.tensor(w / 2, dtype=torch.get_default_dtype()), persistent=False)
+        dtype = torch.get_default_dtype()
+        self.register_buffer("unit_nodes", ((t + 1) / 2).to(dtype), persistent=False)
+        self.register_buffer("unit_weights", (w / 2).to(dtype), persistent=False)
 
     def forward(self, gamma: torch.Tensor, beta: torch.Tensor, proxy_beta: torch.Tensor,
                 proxy_gamma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -202,6 +202,22 @@ def plan_pipeline(g: nx.DiGraph, stages: int, costing: Costing) -> Plan:
     return Plan(tuple(_stage(part, i, stages, costing) for i, part in enumerate(_split(us, cuts))), costing)
 
 
+def plan_at(g: nx.DiGraph, boundaries: list[str], costing: Costing) -> Plan:
+    """The plan whose stages begin at the given units (e.g. a hand-written split), costed the same
+    way, whether or not it fits."""
+    us = plan_units(g)
+    names = [u.name for u in us]
+    unknown = [b for b in boundaries if b not in names]
+    if unknown:
+        raise SpecError(f"{', '.join(unknown)} is not a block of this network (blocks are stem, blocks.S.B, head)",
+                        field="--at")
+    cuts = sorted(names.index(b) for b in boundaries)
+    if len(set(cuts)) != len(cuts) or 0 in cuts:
+        raise SpecError("stage boundaries must be distinct blocks after the stem", field="--at")
+    parts = _split(us, cuts)
+    return Plan(tuple(_stage(part, i, len(parts), costing) for i, part in enumerate(parts)), costing)
+
+
 def _nothing_fits(us: list[Unit], stages: int, costing: Costing) -> str:
     budget_mb = costing.device.memory_bytes / 1e6
     # the least memory any single stage of any split could need: the biggest unit alone as last stage

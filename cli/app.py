@@ -172,14 +172,33 @@ def compile_(
                                                             "(standalone PyTorch) here."),
     resolution: Optional[str] = typer.Option(None, help="Pixels, native, half or train (default: train)."),
     batch_size: int = typer.Option(1, "--batch-size", min=1, max=1 << 20, help="For activation memory."),
+    backend: str = typer.Option("torch", "--backend", help="torch, or poptorch (also writes plan.json and "
+                                                           "ipu_train.py)."),
+    ipus: Optional[int] = typer.Option(None, "--ipus", help="poptorch: pipeline stages, one per IPU."),
+    replicas: int = typer.Option(1, "--replicas", min=1, max=1024, help="poptorch: data-parallel replicas."),
+    micro_batch: int = typer.Option(8, "--micro-batch", min=1, max=1 << 16, help="poptorch: micro-batch."),
+    accumulation: int = typer.Option(0, "--accumulation", min=0, max=1 << 20,
+                                     help="poptorch: gradient accumulation (0: from the recipe's global batch)."),
+    device_iterations: int = typer.Option(1, "--device-iterations", min=1, max=1 << 16),
+    available_memory_proportion: float = typer.Option(0.15, "--available-memory-proportion",
+                                                      help="poptorch: temporary memory for convolutions, per IPU."),
+    memory_fraction: float = typer.Option(0.5, "--memory-fraction", help="poptorch: usable share of 900 MB."),
+    recipe: Optional[Path] = typer.Option(None, "--recipe", help="poptorch: the recipe ipu_train.py follows."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
-    """Resolve a spec, lower it to the IR and print its per-stage costs."""
+    """Resolve a spec, lower it to the IR and print its per-stage costs; --out writes the artefacts."""
     from archspec.graph import build_graph
     from archspec.report import compile_report, resolved_yaml
-
     from archspec.resolution import congruence_warnings
 
+    if backend not in ("torch", "poptorch"):
+        fail(f"--backend: must be torch or poptorch, got {backend!r}")
+    if backend == "poptorch" and (out is None or ipus is None):
+        fail("--backend poptorch needs --out DIR and --ipus K")
+    if backend == "torch" and ipus is not None:
+        fail("--ipus goes with --backend poptorch")
+    if not 0 < available_memory_proportion <= 1:
+        fail(f"--available-memory-proportion: must be in (0, 1], got {available_memory_proportion}")
     res = _load(spec)
     g = build_graph(res, _resolution(resolution, res))
     report = compile_report(g, batch_size)
@@ -188,17 +207,39 @@ def compile_(
     if out is not None:
         from archspec.backends.torch.codegen import generate_model_source
 
-        _write_outputs(out, {
+        files = {
             "resolved.yaml": resolved_yaml(res),
             "report.json": json.dumps(report, indent=2) + "\n",
             "model.py": generate_model_source(g),
-        })
+        }
+        if backend == "poptorch":
+            files.update(_poptorch_files(g, ipus, replicas, micro_batch, accumulation, device_iterations,
+                                         available_memory_proportion, memory_fraction, recipe))
+        _write_outputs(out, files)
     if as_json:
         emit_json(report)
     else:
         _print_summary(report)
         if out is not None:
-            _console().print(f"wrote {out}/resolved.yaml, {out}/report.json, {out}/model.py")
+            _console().print(f"wrote {', '.join(f'{out}/{name}' for name in files)}")
+
+
+def _poptorch_files(g, ipus: int, replicas: int, micro_batch: int, accumulation: int, device_iterations: int,
+                    available_memory_proportion: float, memory_fraction: float, recipe: Optional[Path]) -> dict:
+    from archspec.backends.poptorch.codegen import IpuOptions, generate_ipu_train
+    from archspec.plan import plan_pipeline
+    from archspec.runner.recipe import load_recipe, recipe_yaml
+
+    plan = plan_pipeline(g, ipus, _costing(micro_batch, None, memory_fraction, True))
+    loaded = load_recipe(recipe)
+    options = IpuOptions(ipus, replicas, micro_batch, accumulation, device_iterations, available_memory_proportion)
+    plan_json = {"spec": g.graph["name"], "resolution": g.graph["resolution"][0], **plan.as_dict(),
+                 "ipu": {**vars(options), "accumulation": options.gradient_accumulation(loaded.global_batch_size)}}
+    return {
+        "plan.json": json.dumps(plan_json, indent=2) + "\n",
+        "recipe.yaml": recipe_yaml(loaded),
+        "ipu_train.py": generate_ipu_train(g, plan, options, loaded.model_dump()),
+    }
 
 
 @app.command()
@@ -507,16 +548,25 @@ def plan(
     memory_fraction: float = typer.Option(0.5, "--memory-fraction", help="Usable share of an IPU's 900 MB."),
     recompute: bool = typer.Option(True, "--recompute/--no-recompute", help="Recompute each stage's forward."),
     resolution: Optional[str] = typer.Option(None, help="Pixels, native, half or train (default: train)."),
+    at: Optional[str] = typer.Option(None, "--at", help="Cost this split instead: the blocks where stages "
+                                                         "2..K begin, e.g. blocks.3.0"),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Split a network into K pipeline stages: the largest stage's time is minimal and every stage
     fits its device's memory (dynamic programming over block boundaries)."""
     from archspec.graph import build_graph
-    from archspec.plan import plan_pipeline
+    from archspec.plan import plan_at, plan_pipeline
 
     res = _load(spec)
     g = build_graph(res, _resolution(resolution, res))
-    result = plan_pipeline(g, stages, _costing(micro_batch, memory_mb, memory_fraction, recompute))
+    costing = _costing(micro_batch, memory_mb, memory_fraction, recompute)
+    if at is not None:
+        boundaries = [b.strip() for b in at.split(",") if b.strip()]
+        if len(boundaries) != stages - 1:
+            fail(f"--at: {stages} stages need {stages - 1} boundaries, got {len(boundaries)}")
+        result = plan_at(g, boundaries, costing)
+    else:
+        result = plan_pipeline(g, stages, costing)
     payload = {"spec": spec, "resolution": g.graph["resolution"][0], **result.as_dict()}
     if as_json:
         emit_json(payload)
@@ -526,6 +576,10 @@ def plan(
     _plan_table(payload)
     _console().print(f"imbalance {result.imbalance:.3f} (largest stage time / mean); new stages begin at "
                      f"{', '.join(result.boundaries) or '-'}")
+    over = [i for i, s in enumerate(result.stages) if s.memory_bytes > costing.device.memory_bytes]
+    if over:
+        warn(f"stage{'s' * (len(over) > 1)} {', '.join(map(str, over))} exceed{'s' * (len(over) == 1)} the "
+             f"{costing.device.memory_bytes / 1e6:.0f} MB budget")
 
 
 # --------------------------------------------------------------------------------------------
@@ -555,7 +609,10 @@ def train(
     out: Optional[Path] = typer.Option(None, "--out", help="The run directory (default: runs/<spec name>)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
     seed: int = typer.Option(0, "--seed", help="Seed of weights, data order and augmentation."),
-    backend: str = typer.Option("torch", "--backend", help="torch (torch-pipeline and poptorch: see docs)."),
+    backend: str = typer.Option("torch", "--backend", help="torch, torch-pipeline (--stages processes) or "
+                                                           "poptorch (Graphcore IPUs)."),
+    stages: int = typer.Option(2, "--stages", help="torch-pipeline / poptorch: pipeline stages (IPUs)."),
+    schedule: str = typer.Option("gpipe", "--schedule", help="torch-pipeline: gpipe or 1f1b."),
 ) -> None:
     """Train SPEC with the paper's recipe (RMSProp-TF, EMA, Mixup+CutMix) on --data or synthetic images."""
     from archspec.runner.distributed import launch, under_launcher
@@ -564,10 +621,10 @@ def train(
         fail(f"--dataset: only 'synthetic' is built in, got {dataset!r}; use --data DIR for an ImageFolder tree")
     if dataset and data:
         fail("--data and --dataset synthetic exclude each other")
-    if backend != "torch":
-        fail(f"--backend: {backend!r} is not available in this version (use torch)")
-    if nproc > 1 and not under_launcher():
-        raise typer.Exit(launch(nproc, _ARGV))
+    if backend not in ("torch", "torch-pipeline", "poptorch"):
+        fail(f"--backend: must be torch, torch-pipeline or poptorch, got {backend!r}")
+    if backend != "torch" and nproc > 1:
+        fail(f"--nproc goes with --backend torch; {backend} runs one process per stage (--stages)")
     from archspec.runner.train import Diverged, TrainOptions
     from archspec.runner.train import train as run_train
     from archspec.spec import load_spec
@@ -576,13 +633,57 @@ def train(
         out = Path("runs") / load_spec(spec).name
     options = TrainOptions(spec=spec, out=out, data=data, resolution=resolution, epochs=epochs, max_steps=max_steps,
                            batch_size=batch_size, accum=accum, device=device, recipe=recipe, resume=resume, seed=seed)
-    try:
-        summary = run_train(options)
-    except Diverged as exc:
-        _diverged(exc)
+    if backend == "poptorch":
+        _train_poptorch(options, stages)
+        return
+    if backend == "torch-pipeline":
+        if not under_launcher():
+            raise typer.Exit(launch(stages, _ARGV))
+        from archspec.runner.pipeline import train_pipeline
+
+        try:
+            summary = train_pipeline(options, stages, schedule)
+        except Diverged as exc:
+            _diverged(exc)
+    else:
+        if nproc > 1 and not under_launcher():
+            raise typer.Exit(launch(nproc, _ARGV))
+        try:
+            summary = run_train(options)
+        except Diverged as exc:
+            _diverged(exc)
     if summary.get("val_top1_ema") is not None:
         _console().print(f"{out}: {summary['steps']} steps at {summary['resolution']}px; val top-1 "
                          f"{summary['val_top1_ema']:.2%} (EMA), {summary['val_top1_raw']:.2%} (raw)")
+
+
+def _train_poptorch(options, stages: int) -> None:
+    """Compile the IPU program into the run directory and run it (when PopTorch is installed)."""
+    import importlib.util
+    import subprocess
+
+    if importlib.util.find_spec("poptorch") is None:
+        fail("PopTorch is not installed (it ships with Graphcore's Poplar SDK)")
+    from archspec.graph import build_graph
+    from archspec.runner.train import prepare_run_dir, train_resolution
+    from archspec.spec import load_spec
+
+    out = Path(options.out)
+    prepare_run_dir(out, options.resume)
+    model = load_spec(options.spec)
+    from archspec.resolve import resolve
+
+    g = build_graph(resolve(model), train_resolution(options.resolution, model))
+    from archspec.backends.torch.codegen import generate_model_source
+
+    files = {"model.py": generate_model_source(g),
+             **_poptorch_files(g, stages, 1, 8, 0, 1, 0.15, 0.5, options.recipe)}
+    _write_outputs(out, files)
+    args = [sys.executable, str(out / "ipu_train.py"), "--seed", str(options.seed)]
+    for flag, value in (("--data", options.data), ("--epochs", options.epochs), ("--max-steps", options.max_steps)):
+        if value is not None:
+            args += [flag, str(value)]
+    raise typer.Exit(subprocess.run(args).returncode)
 
 
 @app.command()

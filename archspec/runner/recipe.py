@@ -95,13 +95,14 @@ class Recipe(Strict):
     finetune: FinetuneRecipe = Field(default_factory=FinetuneRecipe)
     synthetic: SyntheticRecipe = Field(default_factory=SyntheticRecipe)
 
-    def learning_rate(self) -> float:
-        return self.global_batch_size * 2**-14 if self.optimizer.lr == "auto" else self.optimizer.lr
+    def learning_rate(self, global_batch: Optional[int] = None) -> float:
+        batch = global_batch or self.global_batch_size
+        return batch * 2**-14 if self.optimizer.lr == "auto" else self.optimizer.lr
 
-    def rmsprop_decay(self) -> float:
+    def rmsprop_decay(self, global_batch: Optional[int] = None) -> float:
         if self.optimizer.decay != "auto":
             return self.optimizer.decay
-        return max(1 - self.global_batch_size * 2**-14, 0.5)
+        return max(1 - (global_batch or self.global_batch_size) * 2**-14, 0.5)
 
 
 def load_recipe(path: Union[str, Path, None] = None, overrides: Optional[dict[str, Any]] = None) -> Recipe:

@@ -34,7 +34,7 @@ from .data import GlobalBatches, Transformed, collate, default_workers, eval_bat
     val_transform
 from .distributed import Context, barrier, mean_over_ranks, setup, teardown
 from .metrics import Reporter
-from .recipe import load_recipe, recipe_yaml
+from .recipe import Recipe, load_recipe, recipe_yaml
 
 CHECKPOINT, EMA_WEIGHTS, RUN_JSON = "checkpoint.pt", "ema.pt", "run.json"
 
@@ -273,6 +273,17 @@ def _options_from_run(stored: dict[str, Any], opts: TrainOptions) -> TrainOption
     return kept
 
 
+def step_schedule(optimizer: torch.optim.Optimizer, recipe: Recipe, steps_per_epoch: int, lr: float) -> Any:
+    """The paper's schedule, per step: linear warm-up from 1% of lr, then x decay_rate every
+    decay_every_epochs (timm's StepLRScheduler; `.step_update(step)` sets the rate)."""
+    from timm.scheduler import StepLRScheduler
+
+    warmup = round(recipe.schedule.warmup_epochs * steps_per_epoch)
+    return StepLRScheduler(optimizer, decay_t=max(1, round(recipe.schedule.decay_every_epochs * steps_per_epoch)),
+                           decay_rate=recipe.schedule.decay_rate, warmup_t=warmup,
+                           warmup_lr_init=lr * 0.01 if warmup else 0.0, t_in_epochs=False)
+
+
 def train(opts: TrainOptions) -> dict[str, Any]:
     ctx = setup(opts.device)
     try:
@@ -285,7 +296,6 @@ def _train(opts: TrainOptions, ctx: Context) -> dict[str, Any]:
     from timm.data import Mixup
     from timm.loss import SoftTargetCrossEntropy
     from timm.optim import RMSpropTF
-    from timm.scheduler import StepLRScheduler
     from timm.utils import ModelEmaV3
 
     from ..backends.torch.model import build_model
@@ -347,10 +357,7 @@ def _train(opts: TrainOptions, ctx: Context) -> dict[str, Any]:
     lr = recipe.learning_rate()
     optimizer = RMSpropTF(parameter_groups(model, recipe.optimizer.weight_decay), lr=lr,
                           alpha=recipe.rmsprop_decay(), eps=recipe.optimizer.eps, momentum=recipe.optimizer.momentum)
-    warmup = round(recipe.schedule.warmup_epochs * steps_per_epoch)
-    scheduler = StepLRScheduler(optimizer, decay_t=max(1, round(recipe.schedule.decay_every_epochs * steps_per_epoch)),
-                                decay_rate=recipe.schedule.decay_rate, warmup_t=warmup,
-                                warmup_lr_init=lr * 0.01 if warmup else 0.0, t_in_epochs=False)
+    scheduler = step_schedule(optimizer, recipe, steps_per_epoch, lr)
     # the paper averages once per epoch with decay 0.97; per step that is 0.97^(1/steps_per_epoch)
     ema = ModelEmaV3(model, decay=recipe.ema_decay_per_epoch ** (1 / steps_per_epoch), use_warmup=True)
     wrapped: nn.Module = model

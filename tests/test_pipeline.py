@@ -48,8 +48,11 @@ def test_two_stage_pipeline_equals_one_process(tmp_path, schedule):
 
 def test_train_with_the_pipeline_backend(tmp_path, cli):
     run = tmp_path / "pipe"
+    recipe = tmp_path / "small.yaml"
+    recipe.write_text("global_batch_size: 16\nsynthetic: {train_size: 640, val_size: 200, canvas: 80}\n")
     result = subprocess.run([sys.executable, "-m", "archspec.cli", "train", str(TINY), "--dataset", "synthetic",
-                             "--backend", "torch-pipeline", "--stages", "2", "--max-steps", "5", "--out", str(run)],
+                             "--backend", "torch-pipeline", "--stages", "2", "--max-steps", "5", "--out", str(run),
+                             "--recipe", str(recipe)],
                             capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     info = json.loads((run / "run.json").read_text())
@@ -57,7 +60,7 @@ def test_train_with_the_pipeline_backend(tmp_path, cli):
     assert len(info["plan"]["stages"]) == 2
     # the gathered EMA weights are a whole model, usable by finetune and eval
     payload = json.loads(cli("eval", run, "--resolutions", "64", "--json").out)
-    assert payload["weights"] == "ema" and payload["results"][0]["images"] == 2000
+    assert payload["weights"] == "ema" and payload["results"][0]["images"] == 200
 
 
 def test_pipeline_bad_input(tmp_path, cli):

@@ -283,7 +283,7 @@ def test_checkpoint_and_finetune_bad_input_is_one_line(tmp_path, cli, trained_ru
 
         import pickle
 
-        (run / "ema.pt").write_bytes(pickle.dumps({"format": 1, "model": Evil()}))
+        (run / "ema.pt").write_bytes(pickle.dumps({"format": 1, "model": Evil()}, protocol=2))
     elif case == "too-many-blocks":
         command[command.index("--blocks") + 1] = "99"
     elif case == "zero-blocks":

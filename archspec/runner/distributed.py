@@ -10,7 +10,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 import torch.distributed as dist
@@ -59,6 +61,16 @@ def setup(device: str) -> Context:
 def teardown() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+@contextmanager
+def session(device: str) -> Iterator[Context]:
+    """This process's place in the run (joining the process group under a launcher), left cleanly."""
+    ctx = setup(device)
+    try:
+        yield ctx
+    finally:
+        teardown()
 
 
 def mean_over_ranks(value: torch.Tensor, ctx: Context) -> torch.Tensor:

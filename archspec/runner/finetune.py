@@ -29,10 +29,10 @@ from ..resolve import resolve
 from ..spec import load_spec
 from . import checkpoint
 from .data import GlobalBatches, Transformed, default_workers, open_splits, val_transform
-from .distributed import barrier, setup, teardown
+from .distributed import Context, barrier, session
 from .metrics import Reporter
 from .recipe import load_recipe
-from .train import EMA_WEIGHTS, Fit, evaluate, fit, read_run, write_text
+from .train import EMA_WEIGHTS, Fit, evaluate, fit, model_with_weights, read_run, write_text
 
 FINETUNED = "finetuned.pt"
 
@@ -90,16 +90,11 @@ class FinetuneOptions:
 
 
 def finetune(opts: FinetuneOptions) -> dict[str, Any]:
-    ctx = setup(opts.device)
-    try:
+    with session(opts.device) as ctx:
         return _finetune(opts, ctx)
-    finally:
-        teardown()
 
 
-def _finetune(opts: FinetuneOptions, ctx) -> dict[str, Any]:
-    from ..backends.torch.model import build_model
-
+def _finetune(opts: FinetuneOptions, ctx: Context) -> dict[str, Any]:
     run = Path(opts.run)
     info = read_run(run)
     spec = load_spec(run / "spec.yaml")
@@ -110,13 +105,7 @@ def _finetune(opts: FinetuneOptions, ctx) -> dict[str, Any]:
         raise SpecError(f"must be at least 1, got {opts.max_steps}", field="--max-steps")
     g = build_graph(resolve(spec), opts.resolution)
     trainable = trainable_layers(g, opts.blocks)
-    weights = checkpoint.load(run / EMA_WEIGHTS, "EMA weights")
-    model = build_model(spec).to(ctx.device)
-    try:
-        model.load_state_dict(weights["model"])
-    except RuntimeError as exc:
-        raise SpecError(f"{run / EMA_WEIGHTS}: weights do not fit the run's spec "
-                        f"({str(exc).splitlines()[0]})", field="RUN") from None
+    model = model_with_weights(spec, run / EMA_WEIGHTS, "EMA weights", ctx.device)
     frozen = Frozen(model, trainable)
 
     seed = int(info["options"]["seed"])

@@ -28,11 +28,11 @@ from ..resolve import resolve
 from ..spec import ModelSpec, load_spec
 from . import checkpoint
 from .data import GlobalBatches, Transformed, collate, open_splits, train_transform
-from .distributed import Context, barrier, setup, teardown
+from .distributed import Context, barrier, session
 from .metrics import Reporter
-from .recipe import load_recipe, recipe_yaml
+from .recipe import recipe_yaml
 from .train import (CHECKPOINT, EMA_WEIGHTS, RUN_JSON, Diverged, TrainOptions, evaluate, prepare_run_dir,
-                    spec_document, step_schedule, train_resolution, write_text)
+                    recipe_for, spec_document, step_schedule, train_resolution, write_text)
 
 SCHEDULES = ("gpipe", "1f1b")
 
@@ -117,11 +117,8 @@ def gather_state(model: nn.Module, paths: list[str], ctx: Context) -> dict[str, 
 
 
 def train_pipeline(opts: TrainOptions, stages: int, schedule: str = "gpipe") -> dict[str, Any]:
-    ctx = setup(opts.device)
-    try:
+    with session(opts.device) as ctx:
         return _train_pipeline(opts, stages, schedule, ctx)
-    finally:
-        teardown()
 
 
 def _train_pipeline(opts: TrainOptions, stages: int, schedule: str, ctx: Context) -> dict[str, Any]:
@@ -143,12 +140,7 @@ def _train_pipeline(opts: TrainOptions, stages: int, schedule: str, ctx: Context
         prepare_run_dir(out, False)
     barrier(ctx)
     spec = load_spec(opts.spec)
-    overrides: dict[str, Any] = {}
-    if opts.epochs is not None:
-        overrides["epochs"] = opts.epochs
-    if opts.batch_size is not None:
-        overrides["global_batch_size"] = opts.batch_size
-    recipe = load_recipe(opts.recipe, overrides)
+    recipe = recipe_for(opts)
     resolution = train_resolution(opts.resolution, spec)
     train_set, val_set, classes = open_splits(opts.data, recipe.synthetic, opts.seed)
     if len(classes) != spec.num_classes:

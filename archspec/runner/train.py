@@ -32,7 +32,7 @@ from ..spec import ModelSpec, load_spec
 from . import checkpoint
 from .data import GlobalBatches, Transformed, collate, default_workers, eval_batches, open_splits, train_transform, \
     val_transform
-from .distributed import Context, barrier, mean_over_ranks, setup, teardown
+from .distributed import Context, barrier, mean_over_ranks, session
 from .metrics import Reporter
 from .recipe import Recipe, load_recipe, recipe_yaml
 
@@ -285,11 +285,32 @@ def step_schedule(optimizer: torch.optim.Optimizer, recipe: Recipe, steps_per_ep
 
 
 def train(opts: TrainOptions) -> dict[str, Any]:
-    ctx = setup(opts.device)
-    try:
+    with session(opts.device) as ctx:
         return _train(opts, ctx)
-    finally:
-        teardown()
+
+
+def recipe_for(opts: TrainOptions) -> Recipe:
+    """The recipe file (or the paper's), with --epochs and --batch-size on top."""
+    overrides: dict[str, Any] = {}
+    if opts.epochs is not None:
+        overrides["epochs"] = opts.epochs
+    if opts.batch_size is not None:
+        overrides["global_batch_size"] = opts.batch_size
+    return load_recipe(opts.recipe, overrides)
+
+
+def model_with_weights(spec: ModelSpec, path: Path, what: str, device: torch.device) -> nn.Module:
+    """The spec's model holding a run's saved weights (a located error if they do not fit)."""
+    from ..backends.torch.model import build_model
+
+    state = checkpoint.load(path, what)
+    model = build_model(spec).to(device)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        raise SpecError(f"{path}: weights do not fit the run's spec ({str(exc).splitlines()[0]})",
+                        field="RUN") from None
+    return model
 
 
 def _train(opts: TrainOptions, ctx: Context) -> dict[str, Any]:
@@ -312,12 +333,7 @@ def _train(opts: TrainOptions, ctx: Context) -> dict[str, Any]:
         recipe = load_recipe(out / "recipe.yaml")
     else:
         spec = load_spec(opts.spec)
-        overrides: dict[str, Any] = {}
-        if opts.epochs is not None:
-            overrides["epochs"] = opts.epochs
-        if opts.batch_size is not None:
-            overrides["global_batch_size"] = opts.batch_size
-        recipe = load_recipe(opts.recipe, overrides)
+        recipe = recipe_for(opts)
     if opts.max_steps is not None and opts.max_steps < 1:
         raise SpecError(f"must be at least 1, got {opts.max_steps}", field="--max-steps")
     if opts.accum < 1:

@@ -582,6 +582,40 @@ def plan(
              f"{costing.device.memory_bytes / 1e6:.0f} MB budget")
 
 
+@app.command()
+def bench(
+    spec: str = typer.Argument(..., help=SPEC_HELP),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda (bf16 autocast, channels_last)."),
+    train: bool = typer.Option(False, "--train", help="Time forward + backward instead of inference."),
+    compiled: bool = typer.Option(False, "--compile", help="torch.compile the model first."),
+    vs_timm: bool = typer.Option(False, "--vs-timm", help="Also time timm's equivalent EfficientNet."),
+    batch_size: int = typer.Option(16, "--batch-size", min=1, max=1 << 16),
+    resolution: Optional[str] = typer.Option(None, help="Pixels, native, half or train (default: train)."),
+    steps: int = typer.Option(10, "--steps", min=1, max=10_000, help="Timed batches (after warm-up)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Measured throughput (images/s) of the compiled model on this machine."""
+    from archspec.backends.torch.bench import bench as run_bench
+
+    if device not in ("cpu", "cuda"):
+        fail(f"--device: must be cpu or cuda, got {device!r}")
+    res = _load(spec)
+    payload = run_bench(res, device, batch_size, _resolution(resolution, res) or res.resolution.train, train,
+                        compiled, vs_timm, steps)
+    if as_json:
+        emit_json(payload)
+        return
+    out = sys.stdout
+    what = f"{payload['mode']}, batch {batch_size}, {payload['resolution']} px, {device}" + \
+        (", torch.compile" if compiled else "")
+    out.write(f"{payload['name']} ({what}): {payload['archspec']['images_per_s']:.1f} images/s\n")
+    if vs_timm:
+        if "timm" in payload:
+            out.write(f"{payload['timm_note']}: {payload['timm']['images_per_s']:.1f} images/s\n")
+        else:
+            out.write(f"no timm comparison: {payload['timm_note']}\n")
+
+
 # --------------------------------------------------------------------------------------------
 # train / finetune / eval
 

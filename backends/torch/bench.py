@@ -1,0 +1,88 @@
+"""`archspec bench`: measured throughput of a compiled model (images/s), optionally against timm."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from archspec.errors import SpecError
+
+
+def measure(model: nn.Module, device: str, batch: int, resolution: int, train: bool, compiled: bool,
+            steps: int) -> dict[str, float]:
+    """Median seconds per batch after warm-up (forward, or forward + backward with --train)."""
+    gpu = device == "cuda"
+    model = model.to(device).train(train)
+    if gpu:
+        model = model.to(memory_format=torch.channels_last)
+    run = torch.compile(model) if compiled else model
+    x = torch.randn(batch, 3, resolution, resolution, device=device)
+    if gpu:
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (batch,), device=device)
+
+    def once() -> float:
+        if gpu:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=gpu), torch.set_grad_enabled(train):
+            logits = run(x)
+            if train:
+                F.cross_entropy(logits.float(), y).backward()
+        if train:
+            model.zero_grad(set_to_none=True)
+        if gpu:
+            torch.cuda.synchronize()
+        return time.perf_counter() - t0
+
+    first = once()
+    for _ in range(2):
+        once()
+    times = [once() for _ in range(steps)]
+    median = statistics.median(times)
+    return {"seconds_per_batch": median, "images_per_s": batch / median, "first_batch_s": first}
+
+
+def timm_equivalent(base: Optional[str], group_size: int, params: int) -> tuple[Optional[nn.Module], str]:
+    """timm's EfficientNet for the spec's preset and group size, if it has the same parameters."""
+    from archspec.presets import PRESET_NAMES
+
+    if base not in PRESET_NAMES:
+        return None, "the spec has no EfficientNet preset base"
+    import timm
+
+    name = base.replace("-", "_")
+    model = timm.create_model(name, group_size=group_size if group_size > 1 else None)
+    theirs = sum(p.numel() for p in model.parameters())
+    if theirs != params:
+        return None, (f"timm's {name} (group_size={group_size}) has {theirs:,} parameters, this spec {params:,}: "
+                      "not the same network (timm takes no expansion ratio or archspec's group-size rounding)")
+    return model, f"timm {name}, group_size={group_size}"
+
+
+def bench(spec: Any, device: str, batch: int, resolution: int, train: bool, compiled: bool, vs_timm: bool,
+          steps: int) -> dict[str, Any]:
+    from archspec.api import as_resolved
+
+    from .model import build_model
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SpecError("CUDA is not available on this machine; use --device cpu", field="--device")
+    res = as_resolved(spec)
+    model = build_model(res)
+    params = sum(p.numel() for p in model.parameters())
+    result: dict[str, Any] = {"name": res.name, "device": device, "batch_size": batch, "resolution": resolution,
+                              "mode": "train" if train else "inference", "compiled": compiled, "params": params,
+                              "archspec": measure(model, device, batch, resolution, train, compiled, steps)}
+    if vs_timm:
+        chain = res.spec.source.chain  # this spec, its bases, a preset last if there is one
+        reference, note = timm_equivalent(chain[-1] if chain else None, res.group_size, params)
+        result["timm_note"] = note
+        if reference is not None:
+            result["timm"] = measure(reference, device, batch, resolution, train, compiled, steps)
+    return result

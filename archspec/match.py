@@ -17,7 +17,7 @@ from typing import Literal
 from .cost import Cost, totals
 from .errors import SpecError
 from .graph import Resolution, build_graph, lower_block
-from .resolve import BlockLayer, ResolvedSpec, expanded_channels, resolve
+from .resolve import BlockLayer, ResolvedSpec, expanded_channels, mid_divisor, resolve
 from .spec import ModelSpec
 
 Metric = Literal["macs", "params"]
@@ -93,8 +93,7 @@ def _expandable(spec: ModelSpec, res: ResolvedSpec) -> list[bool]:
 def _jump_points(spec: ModelSpec, res: ResolvedSpec, lo: float, hi: float) -> list[float]:
     """Every E in [lo, hi] at which some block's mid channels can change (see round_channels)."""
     points = {lo, hi}
-    d = spec.channel_divisor
-    for c in {b.in_channels for b, e in zip(res.blocks, _expandable(spec, res)) if e}:
+    for c, d in {(b.in_channels, mid_divisor(spec, b.stage)) for b, e in zip(res.blocks, _expandable(spec, res)) if e}:
         # floor((x + d/2) / d) steps at x = m d - d/2; the 90% rule steps at x = r / 0.9
         for m in range(math.floor((lo * c + d / 2) / d), math.ceil((hi * c + d / 2) / d) + 1):
             points.add((m * d - d / 2) / c)
@@ -105,7 +104,7 @@ def _jump_points(spec: ModelSpec, res: ResolvedSpec, lo: float, hi: float) -> li
 def _signature(spec: ModelSpec, res: ResolvedSpec, e: float) -> tuple[tuple[int, bool], ...]:
     """What distinguishes architectures of different E: each block's mid channels, and whether
     it has an expansion conv at all (E = 1 drops it)."""
-    return tuple((expanded_channels(b.in_channels, e if x else 1, spec.channel_divisor), x and e != 1)
+    return tuple((expanded_channels(b.in_channels, e if x else 1, mid_divisor(spec, b.stage)), x and e != 1)
                  for b, x in zip(res.blocks, _expandable(spec, res)))
 
 

@@ -34,6 +34,14 @@ def expanded_channels(in_channels: int, expansion: float, divisor: int) -> int:
     return in_channels if expansion == 1 else round_channels(in_channels * expansion, divisor)
 
 
+def mid_divisor(spec: ModelSpec, stage: int) -> int:
+    """What a stage's expanded channels are rounded to (see ModelSpec.mid_channel_rounding)."""
+    if spec.mid_channel_rounding == "divisor":
+        return spec.channel_divisor
+    requested = spec.stages[stage].group_size or spec.group_size
+    return math.lcm(spec.channel_divisor, requested)
+
+
 def round_repeats(repeats: int, depth_multiplier: float) -> int:
     return int(math.ceil(depth_multiplier * repeats))
 
@@ -204,7 +212,7 @@ def resolve(spec: ModelSpec) -> ResolvedSpec:
         requested_g = stage.group_size if stage.group_size is not None else spec.group_size
         for i in range(n):
             name = f"blocks.{s}.{i}"
-            mid = expanded_channels(in_ch, expansion, div)
+            mid = expanded_channels(in_ch, expansion, mid_divisor(spec, s))
             if mid != in_ch * expansion:
                 roundings.append(Rounding(f"{name}.conv_pw", "mid channels", in_ch * expansion, mid))
             if mid > MAX_CHANNELS:

@@ -107,6 +107,10 @@ class ModelSpec(Strict):
     group_size: int = Field(1, ge=1, le=4096, description="Group size of every spatial conv; 1 = depthwise.")
     expansion_ratio: Optional[float] = Field(
         None, ge=1, le=16, description="Global expansion ratio; stages whose expansion is 1 keep 1.")
+    mid_channel_rounding: Literal["divisor", "group"] = Field(
+        "divisor", description="Expanded channels (input x expansion) are rounded to channel_divisor, or with "
+                               "'group' to a multiple of the group size as well, so that no grouped conv needs "
+                               "its group size rounded.")
     norm: NormSpec = Field(default_factory=NormSpec)
     activation: ActivationName = "silu"
     drop_path: float = Field(0.0, ge=0, lt=1, description="Stochastic-depth rate of the last block.")

@@ -145,6 +145,28 @@ def test_fractional_expansion_rounds_mid_channels_and_records_it():
     assert any(r.where == "blocks.1.1.conv_pw" and r.requested == 108 and r.used == 112 for r in res.roundings)
 
 
+@settings(max_examples=100, deadline=None)
+@given(raw=specs(), e=st.floats(1.0, 8.0))
+def test_group_mid_rounding_never_rounds_a_group_size(raw, e):
+    raw = {**raw, "mid_channel_rounding": "group", "expansion_ratio": e}
+    res = archspec.resolve(archspec.load_spec(raw))
+    for b in res.blocks:
+        if b.expand:  # expanded channels are multiples of the group size (and of the divisor)
+            assert b.mid_channels % b.requested_group_size == 0 and b.group_size == b.requested_group_size
+            assert b.mid_channels % raw["channel_divisor"] == 0
+
+
+@pytest.mark.parametrize("b", range(6))
+def test_group_mid_rounding_leaves_the_paper_g16_specs_unchanged(b):
+    # at E = 4, input channels (multiples of 8) x 4 are multiples of 32: already multiples of 16
+    aligned = archspec.resolve(archspec.load_spec(SPECS / f"b{b}_g16.yaml"))
+    plain = archspec.resolve(archspec.load_spec({"base": str(SPECS / f"b{b}_g16.yaml"),
+                                                 "mid_channel_rounding": "divisor"}))
+    assert aligned.spec.mid_channel_rounding == "group"
+    assert [(x.mid_channels, x.group_size) for x in aligned.blocks] == [(x.mid_channels, x.group_size)
+                                                                        for x in plain.blocks]
+
+
 def test_per_stage_group_size_overrides_global():
     stages = archspec.load_spec("efficientnet-b0").model_dump()["stages"]
     stages[3]["group_size"] = 8

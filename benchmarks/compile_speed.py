@@ -1,5 +1,6 @@
-"""How fast the analytic path is: `archspec compile` wall time, and `stats` against tracing the
-built model with FlopCounterMode (issue: compiler core). Run: python benchmarks/compile_speed.py
+"""How fast the analytic path is: `archspec compile` wall time, `stats` against tracing the built
+model with FlopCounterMode (issue: compiler core), and `archspec match-flops` wall time for B0, B2,
+B5 G16 against G1 (issue: FLOP matching). Run: python benchmarks/compile_speed.py
 
 Writes benchmarks/results/compile_speed.json.
 """
@@ -56,6 +57,8 @@ def main() -> None:
     cli = [sys.executable, "-m", "archspec.cli"]
     compile_wall = wall([*cli, "compile", SPEC])
     stats_wall = wall([*cli, "stats", SPEC, "--json"])
+    match_walls = {f"b{b}": max(wall([*cli, "match-flops", f"specs/b{b}_g16.yaml", "--target", f"specs/b{b}_g1.yaml",
+                                      "--json"], repeats=3)) for b in (0, 2, 5)}
     stats_times, cost = timed(lambda: archspec.stats(ROOT / SPEC), 20)
     meta_times, meta_macs = timed(lambda: trace("meta"), 3)
     cpu_times, cpu_macs = timed(lambda: trace("cpu"), 3)
@@ -66,6 +69,7 @@ def main() -> None:
         "macs": cost.macs,
         "compile_cli_wall_s": {"median": med(compile_wall), "max": max(compile_wall)},
         "stats_cli_wall_s": {"median": med(stats_wall), "max": max(stats_wall)},
+        "match_flops_cli_wall_s_max": match_walls,
         "stats_in_process_s": med(stats_times),
         "flopcounter_trace_cpu_s": med(cpu_times),
         "flopcounter_trace_meta_s": med(meta_times),

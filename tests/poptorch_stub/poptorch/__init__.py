@@ -138,7 +138,7 @@ class _Trainer:
         RECORD["set_optimizer"] += 1
 
     def detachFromDevice(self):
-        pass
+        RECORD["detached"] = True
 
 
 def trainingModel(model, options=None, optimizer=None):

@@ -108,12 +108,12 @@ def schema() -> None:
 
 def _write_outputs(out: Path, files: dict[str, str]) -> None:
     """Write each file atomically (temp file + rename) so a failed run never leaves half a file."""
+    from archspec.atomic import write_text
+
     try:
         out.mkdir(parents=True, exist_ok=True)
         for name, text in files.items():
-            tmp = out / f".{name}.tmp"
-            tmp.write_text(text)
-            os.replace(tmp, out / name)
+            write_text(out / name, text)
     except OSError as exc:
         fail(f"--out {out}: cannot write ({exc.strerror or exc})")
 
@@ -696,20 +696,19 @@ def _train_poptorch(options, stages: int) -> None:
     import importlib.util
     import subprocess
 
-    if importlib.util.find_spec("poptorch") is None:
-        fail("PopTorch is not installed (it ships with Graphcore's Poplar SDK)")
+    from archspec.backends.torch.codegen import generate_model_source
     from archspec.graph import build_graph
+    from archspec.resolve import resolve
     from archspec.runner.train import prepare_run_dir, train_resolution
     from archspec.spec import load_spec
 
+    if importlib.util.find_spec("poptorch") is None:
+        fail("PopTorch is not installed (it ships with Graphcore's Poplar SDK)")
     out = Path(options.out)
     prepare_run_dir(out, options.resume)
-    model = load_spec(options.spec)
-    from archspec.resolve import resolve
-
-    g = build_graph(resolve(model), train_resolution(options.resolution, model))
-    from archspec.backends.torch.codegen import generate_model_source
-
+    spec = load_spec(options.spec)
+    g = build_graph(resolve(spec), train_resolution(options.resolution, spec))
+    # the IPU defaults of `compile --backend poptorch`: 1 replica, micro-batch 8, accumulation from the recipe
     files = {"model.py": generate_model_source(g),
              **_poptorch_files(g, stages, 1, 8, 0, 1, 0.15, 0.5, options.recipe)}
     _write_outputs(out, files)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..api import as_resolved
+from ..atomic import write_text
 from ..errors import SpecError
 from ..report import resolved_yaml
 from ..resolution import congruence_warnings
@@ -84,12 +84,6 @@ def prepare_run_dir(out: Path, resume: bool) -> None:
         probe.unlink()
     except OSError as exc:
         raise SpecError(f"{out}: cannot write ({exc.strerror or exc})", field="--out") from None
-
-
-def write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def read_run(run: Path) -> dict[str, Any]:

@@ -8,7 +8,8 @@ Nodes are inserted in forward order; edges carry data flow, residual edges inclu
 
 Node attributes (all plain values):
     op           input | conv | norm | act | se | add | pool | dropout | linear
-    module       torch module path, or None (input, add)
+    module       torch module path (an act's is inside its norm layer, an add's is the block's
+                 drop-path layer), or None for the input
     unit         the block the layer belongs to: "stem", "blocks.S.B" or "head"
     stage        "stem", stage index (int) or "head"
     in_shape, out_shape   per-sample shapes: (C, H, W), or (C,) after pooling
@@ -107,8 +108,8 @@ class _Lowering:
         self.conv(project, b.out_channels, 1, 1, 1, "project", unit, stage)
         self.norm_act(f"{unit}.bn3" if b.expand else f"{unit}.bn2", unit, stage, act=False)
         if b.skip:
-            # the module path is the drop-path (stochastic depth) layer applied before the add
-            self.add(f"{unit}.add", "add", self.shape, unit=unit, stage=stage, module=None,
+            # its module is the drop-path (stochastic depth) layer applied to the branch before the add
+            self.add(f"{unit}.add", "add", self.shape, unit=unit, stage=stage, module=f"{unit}.drop_path",
                      elementwise=math.prod(self.shape), drop_path=b.drop_path)
             self.g.add_edge(block_input, f"{unit}.add", kind="residual")
 

@@ -51,9 +51,7 @@ class Match:
 
 
 def with_expansion(spec: ModelSpec, expansion: float) -> ModelSpec:
-    copy = spec.model_copy(update={"expansion_ratio": expansion})
-    copy._source = spec._source  # keep error locations
-    return copy
+    return spec.model_copy(update={"expansion_ratio": expansion})  # keeps the source map (error locations)
 
 
 class _Coster:

@@ -60,7 +60,6 @@ class Unit:
     activations: int  # elements of every layer's output, per image
     input: int  # elements of the unit's input, per image
     output: int  # elements of the unit's output, per image
-    largest_layer: int  # elements of its largest layer output, per image
 
 
 def plan_units(g: nx.DiGraph) -> list[Unit]:
@@ -70,8 +69,7 @@ def plan_units(g: nx.DiGraph) -> list[Unit]:
         first, last = nodes[0][1], nodes[-1][1]
         out.append(Unit(name=name, layers=tuple(n for n, _ in nodes), macs=sum(d["macs"] for _, d in nodes),
                         params=sum(d["params"] for _, d in nodes), activations=sum(d["activations"] for _, d in nodes),
-                        input=math.prod(first["in_shape"]), output=math.prod(last["out_shape"]),
-                        largest_layer=max(d["activations"] for _, d in nodes)))
+                        input=math.prod(first["in_shape"]), output=math.prod(last["out_shape"])))
     return out
 
 
@@ -81,6 +79,10 @@ class Costing:
     device: Device
     precision: Precision = Precision()
     recompute: bool = True
+
+    def __post_init__(self) -> None:
+        if self.micro_batch < 1:
+            raise SpecError(f"must be at least 1, got {self.micro_batch}", field="--micro-batch")
 
     def time(self, us: list[Unit]) -> float:
         passes = 3 + self.recompute
@@ -194,8 +196,6 @@ def plan_pipeline(g: nx.DiGraph, stages: int, costing: Costing) -> Plan:
     if not 1 <= stages <= len(us):
         raise SpecError(f"must be from 1 to {len(us)} (the network has {len(us)} blocks to place), got {stages}",
                         field="--stages")
-    if costing.micro_batch < 1:
-        raise SpecError(f"must be at least 1, got {costing.micro_batch}", field="--micro-batch")
     cuts = optimal_cuts(us, stages, costing)
     if cuts is None:
         raise SpecError(_nothing_fits(us, stages, costing), field="--memory-mb")
@@ -220,7 +220,6 @@ def plan_at(g: nx.DiGraph, boundaries: list[str], costing: Costing) -> Plan:
 
 def _nothing_fits(us: list[Unit], stages: int, costing: Costing) -> str:
     budget_mb = costing.device.memory_bytes / 1e6
-    # the least memory any single stage of any split could need: the biggest unit alone as last stage
     hints = []
     more = next((k for k in range(stages + 1, min(len(us), stages + 16) + 1) if optimal_cuts(us, k, costing)), None)
     if more:

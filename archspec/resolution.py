@@ -7,6 +7,12 @@ training when r_test = r_train (mod 2^n), n being the number of stride-2 layers.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING, Optional
+
+from .errors import SpecError
+
+if TYPE_CHECKING:
+    from .resolve import ResolvedSpec
 
 
 def congruent(r_test: int, r_train: int, n_downsampling: int) -> bool:
@@ -50,3 +56,23 @@ def congruence_warnings(r_train: int, tests: list[int] | tuple[int, ...], n_down
                        f"(mod {2**n_downsampling}): the {n_downsampling} stride-2 layers will see odd sizes "
                        f"where training did not; nearest valid: {below}, {above}")
     return out
+
+
+def parse_resolution(value: Optional[str], resolved: "ResolvedSpec") -> Optional[int]:
+    """A --resolution flag: pixels, or the spec's 'native', 'half' or 'train' resolution."""
+    if value is None:
+        return None
+    r = resolved.resolution
+    named = {"native": r.native, "half": r.half, "train": r.train}
+    if value in named:
+        if named[value] is None:
+            raise SpecError(f"this spec has no {value} resolution", field="--resolution")
+        return named[value]
+    try:
+        pixels = int(value)
+    except ValueError:
+        raise SpecError(f"expected a pixel count, 'native', 'half' or 'train', got {value!r}",
+                        field="--resolution") from None
+    if not 8 <= pixels <= 4096:
+        raise SpecError(f"must be from 8 to 4096, got {pixels}", field="--resolution")
+    return pixels

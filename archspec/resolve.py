@@ -34,12 +34,17 @@ def expanded_channels(in_channels: int, expansion: float, divisor: int) -> int:
     return in_channels if expansion == 1 else round_channels(in_channels * expansion, divisor)
 
 
+def requested_group_size(spec: ModelSpec, stage: int) -> int:
+    """The stage's own group size if it has one, else the spec's."""
+    own = spec.stages[stage].group_size
+    return own if own is not None else spec.group_size
+
+
 def mid_divisor(spec: ModelSpec, stage: int) -> int:
     """What a stage's expanded channels are rounded to (see ModelSpec.mid_channel_rounding)."""
     if spec.mid_channel_rounding == "divisor":
         return spec.channel_divisor
-    requested = spec.stages[stage].group_size or spec.group_size
-    return math.lcm(spec.channel_divisor, requested)
+    return math.lcm(spec.channel_divisor, requested_group_size(spec, stage))
 
 
 def round_repeats(repeats: int, depth_multiplier: float) -> int:
@@ -167,10 +172,6 @@ class ResolvedSpec:
     def downsampling_layers(self) -> int:
         return (self.stem.stride == 2) + sum(b.stride == 2 for b in self.blocks)
 
-    @property
-    def features(self) -> int:
-        return self.head_channels or self.head_in_channels
-
 
 def resolve(spec: ModelSpec) -> ResolvedSpec:
     """Concrete layers for `spec`. Raises a located `SpecError` when the numbers do not work out."""
@@ -209,7 +210,7 @@ def resolve(spec: ModelSpec) -> ResolvedSpec:
         out_ch = scaled(stage.channels, f"stages[{s}].channels")
         keeps_one = stage.expansion == 1
         expansion = stage.expansion if (keeps_one or spec.expansion_ratio is None) else spec.expansion_ratio
-        requested_g = stage.group_size if stage.group_size is not None else spec.group_size
+        requested_g = requested_group_size(spec, s)
         for i in range(n):
             name = f"blocks.{s}.{i}"
             mid = expanded_channels(in_ch, expansion, mid_divisor(spec, s))

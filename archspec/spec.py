@@ -113,7 +113,7 @@ class ModelSpec(Strict):
                                "its group size rounded.")
     norm: NormSpec = Field(default_factory=NormSpec)
     activation: ActivationName = "silu"
-    drop_path: float = Field(0.0, ge=0, lt=1, description="Stochastic-depth rate of the last block.")
+    drop_path: float = Field(0.0, ge=0, lt=1, description="Stochastic-depth rate, scaled linearly from 0 at the first block (as timm).")
     resolution: ResolutionSpec = Field(default_factory=ResolutionSpec)
     num_classes: int = Field(1000, ge=1, le=100_000)
     in_channels: int = Field(3, ge=1, le=64)
@@ -183,7 +183,8 @@ def _load_chain(doc: Document, here: Path, chain: tuple[Path, ...]) -> tuple[dic
                         location=where, file=doc.file)
     replaced: list[FieldPath] = []
     if base_name in PRESET_NAMES:
-        merged = _merge(preset(base_name), doc.data, (), replaced)
+        base_data = {k: v for k, v in preset(base_name).items() if k != "name"}  # never inherit a name
+        merged = _merge(base_data, doc.data, (), replaced)
         return merged, _merge_sources(SourceMap(base_name, chain=(base_name,)), doc, replaced)
     if not _looks_like_path(base_name):
         raise SpecError(f"unknown preset {base_name!r}{did_you_mean(base_name, list(PRESET_NAMES))}; "

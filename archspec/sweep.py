@@ -39,7 +39,6 @@ def sweep(spec: ModelSpec, configs: list[tuple[int, float]], resolution: Resolut
     rows = []
     for g, e in configs:
         variant = with_expansion(spec, e).model_copy(update={"group_size": g})
-        variant._source = spec._source
         res = resolve(variant)
         graph = build_graph(res, resolution)
         total = cost.totals(graph)

@@ -49,22 +49,9 @@ def warn(message: str) -> None:
 
 
 def _resolution(value: Optional[str], resolved) -> Optional[int]:
-    """--resolution: a pixel count, 'native', 'half' or 'train' (the spec's training resolution)."""
-    if value is None:
-        return None
-    named = {"native": resolved.resolution.native, "half": resolved.resolution.half,
-             "train": resolved.resolution.train}
-    if value in named:
-        if named[value] is None:
-            fail(f"--resolution: this spec has no {value} resolution")
-        return named[value]
-    try:
-        pixels = int(value)
-    except ValueError:
-        fail(f"--resolution: expected a pixel count, 'native', 'half' or 'train', got {value!r}")
-    if not 8 <= pixels <= 4096:
-        fail(f"--resolution: must be from 8 to 4096, got {pixels}")
-    return pixels
+    from archspec.resolution import parse_resolution
+
+    return parse_resolution(value, resolved)
 
 
 def _load(spec: str):
@@ -234,7 +221,7 @@ def _poptorch_files(g, ipus: int, replicas: int, micro_batch: int, accumulation:
     loaded = load_recipe(recipe)
     options = IpuOptions(ipus, replicas, micro_batch, accumulation, device_iterations, available_memory_proportion)
     plan_json = {"spec": g.graph["name"], "resolution": g.graph["resolution"][0], **plan.as_dict(),
-                 "ipu": {**vars(options), "accumulation": options.gradient_accumulation(loaded.global_batch_size)}}
+                 "ipu": options.as_dict(loaded.global_batch_size)}
     return {
         "plan.json": json.dumps(plan_json, indent=2) + "\n",
         "recipe.yaml": recipe_yaml(loaded),
@@ -642,7 +629,7 @@ def train(
     recipe: Optional[Path] = typer.Option(None, "--recipe", help="A recipe YAML overriding the paper's."),
     out: Optional[Path] = typer.Option(None, "--out", help="The run directory (default: runs/<spec name>)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
-    seed: int = typer.Option(0, "--seed", help="Seed of weights, data order and augmentation."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of weights, data order and augmentation."),
     backend: str = typer.Option("torch", "--backend", help="torch, torch-pipeline (--stages processes) or "
                                                            "poptorch (Graphcore IPUs)."),
     stages: int = typer.Option(2, "--stages", help="torch-pipeline / poptorch: pipeline stages (IPUs)."),
@@ -704,13 +691,20 @@ def _train_poptorch(options, stages: int) -> None:
 
     if importlib.util.find_spec("poptorch") is None:
         fail("PopTorch is not installed (it ships with Graphcore's Poplar SDK)")
+    unsupported = [flag for flag, given in (("--resume", options.resume), ("--batch-size", options.batch_size),
+                                            ("--accum", options.accum != 1), ("--device", options.device != "cpu"))
+                   if given]
+    if unsupported:
+        fail(f"{', '.join(unsupported)}: not with --backend poptorch (the IPU program sets its own batch and "
+             "device; compile it with `archspec compile --backend poptorch` to choose them)")
     out = Path(options.out)
-    prepare_run_dir(out, options.resume)
+    prepare_run_dir(out, False)
     spec = load_spec(options.spec)
     g = build_graph(resolve(spec), train_resolution(options.resolution, spec))
     # the IPU defaults of `compile --backend poptorch`: 1 replica, micro-batch 8, accumulation from the recipe
     files = {"model.py": generate_model_source(g),
-             **_poptorch_files(g, stages, 1, 8, 0, 1, 0.15, 0.5, options.recipe)}
+             **_poptorch_files(g, stages, 1, 8, 0, 1, 0.15, 0.5, options.recipe),
+             "run.json": json.dumps({"backend": "poptorch", "status": "compiled", "spec": options.spec}) + "\n"}
     _write_outputs(out, files)
     args = [sys.executable, str(out / "ipu_train.py"), "--seed", str(options.seed)]
     for flag, value in (("--data", options.data), ("--epochs", options.epochs), ("--max-steps", options.max_steps)):

@@ -26,3 +26,11 @@ def test_bench_against_timm_only_for_the_same_network(cli):
 def test_bench_bad_input(cli):
     result = cli("bench", SPECS / "tiny.yaml", "--device", "tpu")
     assert result.code == 2 and "--device: must be cpu or cuda" in result.err
+
+
+def test_bench_uses_the_spec_input_channels_and_classes(cli, tmp_path):
+    spec = tmp_path / "gray.yaml"
+    spec.write_text(f"base: {SPECS / 'tiny.yaml'}\nin_channels: 1\nnum_classes: 2\n")
+    result = cli("bench", spec, "--steps", "1", "--batch-size", "2", "--train", "--json")
+    assert result.code == 0, result.err
+    assert json.loads(result.out)["params"] > 0

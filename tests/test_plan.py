@@ -111,6 +111,7 @@ def test_plan_cli_says_what_would_fit(cli):
     (("--stages", "0"), "--stages: must be from 1 to"),
     (("--stages", "500"), "--stages: must be from 1 to"),
     (("--stages", "2", "--micro-batch", "0"), "--micro-batch: must be at least 1"),
+    (("--stages", "2", "--micro-batch", "-3", "--at", "blocks.3.0"), "--micro-batch: must be at least 1"),
     (("--stages", "2", "--memory-fraction", "1.5"), "--memory-fraction"),
 ])
 def test_plan_bad_input(cli, args, expected):

@@ -40,7 +40,7 @@ def test_generated_program_follows_the_plan_and_the_flags(tmp_path, cli):
     plan = _compile(cli, out, "--ipus", "2", "--replicas", "4", "--micro-batch", "4", "--accumulation", "6",
                     "--device-iterations", "2", "--available-memory-proportion", "0.1")
     ast.parse((out / "ipu_train.py").read_text())
-    record, lines = _run_stub(out, "--max-steps", "3")
+    record, lines = _run_stub(out, "--max-steps", "4")
 
     # BeginBlock: one per plan stage, on the stage's first module, IPU i for stage i
     first_modules = ["conv_stem"] + plan["boundaries"]
@@ -65,10 +65,11 @@ def test_generated_program_follows_the_plan_and_the_flags(tmp_path, cli):
     assert {optimizer[k] for k in ("accum_type", "first_order_momentum_accum_type",
                                    "second_order_momentum_accum_type")} == {"torch.float32"}
     assert (optimizer["lr"], optimizer["eps"], optimizer["momentum"]) == (0.008, 1e-3, 0.9)
-    assert record["training_calls"] == 3 and record["set_optimizer"] == 3
+    # one call to the IPUs makes device_iterations (2) weight updates
+    assert record["training_calls"] == 2 and record["set_optimizer"] == 2
     assert record["checkpoints"] > 0  # recomputation checkpoints on block outputs
     assert record["dataloaders"][0] == {"batch_size": 4, "combined": 4 * 2 * 6}
-    assert [line["step"] for line in lines if "step" in line] == [1, 2, 3]
+    assert [line["step"] for line in lines if "step" in line] == [2, 4]
     assert "val_top1" in lines[-1]
 
 
@@ -92,6 +93,14 @@ def test_train_backend_poptorch(tmp_path, cli):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert {"model.py", "plan.json", "ipu_train.py", "recipe.yaml"} <= {p.name for p in (tmp_path / "run").iterdir()}
     assert json.loads((tmp_path / "stub.json").read_text())["training_calls"] == 2
+    # the run directory is claimed, and flags the IPU program does not take are refused
+    again = subprocess.run([sys.executable, "-m", "archspec.cli", "train", str(SPECS / "tiny.yaml"), "--backend",
+                            "poptorch", "--out", str(tmp_path / "run")], capture_output=True, text=True, env=env)
+    assert again.returncode == 2 and "already holds a run" in again.stderr
+    refused = subprocess.run([sys.executable, "-m", "archspec.cli", "train", str(SPECS / "tiny.yaml"), "--backend",
+                              "poptorch", "--batch-size", "64", "--out", str(tmp_path / "other")],
+                             capture_output=True, text=True, env=env)
+    assert refused.returncode == 2 and "--batch-size: not with --backend poptorch" in refused.stderr
 
 
 @pytest.mark.parametrize("args,expected", [

@@ -115,6 +115,9 @@ def test_sigkill_then_resume_ends_with_the_same_weights(tmp_path):
     resumed = subprocess.run([sys.executable, "-m", "archspec.cli", *_train_args(killed, recipe, "--resume")],
                              capture_output=True, text=True, cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
+    with open(killed / "metrics.csv") as f:  # the steps redone after the checkpoint are logged once
+        logged = [int(r["step"]) for r in csv.DictReader(f) if r["phase"] == "train"]
+    assert logged == list(range(1, 25))
     a, b = _state(reference), _state(killed)
     assert a["step"] == b["step"] == 24
     assert a.keys() == b.keys()
@@ -335,3 +338,39 @@ def test_synthetic_set_is_deterministic_and_shows_shapes():
     val = SyntheticShapes(50, 10, 64, "val", seed=0)
     assert not np.array_equal(np.asarray(a.image(0)), np.asarray(val.image(0)))
     assert [a.label(i) for i in range(12)] == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1]
+
+
+def test_resume_can_extend_the_epochs(tmp_path, cli):
+    recipe = _recipe(tmp_path, SMALL)  # 640 images, batch 16: 40 steps an epoch
+    run = tmp_path / "run"
+    assert cli(*_train_args(run, recipe, "--epochs", "0.1")).code == 0
+    assert json.loads((run / "run.json").read_text())["summary"]["steps"] == 4
+    result = cli(*_train_args(run, recipe, "--resume", "--epochs", "0.2"))
+    assert result.code == 0, result.err
+    assert json.loads((run / "run.json").read_text())["summary"]["steps"] == 8
+    assert "epochs: 0.2" in (run / "recipe.yaml").read_text()
+
+
+def test_mixup_works_with_any_seed(tmp_path, cli):
+    recipe = _recipe(tmp_path, SMALL)  # Mixup and CutMix on
+    assert cli(*_train_args(tmp_path / "run", recipe, "--max-steps", "2", "--seed", "123456")).code == 0
+
+
+def test_a_pipeline_run_is_not_resumed_as_a_ddp_run(tmp_path, cli):
+    run = tmp_path / "pipe"
+    run.mkdir()
+    (run / "run.json").write_text(json.dumps({"backend": "torch-pipeline", "options": {}}))
+    result = cli("train", TINY, "--resume", "--out", run)
+    assert result.code == 2 and "--backend torch-pipeline" in result.err
+
+
+def test_finetuning_keeps_stochastic_depth_in_the_blocks_it_trains():
+    import archspec
+    from archspec.runner.finetune import Frozen, trainable_layers
+
+    spec = {"base": str(TINY), "drop_path": 0.5}
+    model = archspec.build_model(spec)
+    frozen = Frozen(model, trainable_layers(archspec.build_graph(archspec.resolve(archspec.load_spec(spec))), 2))
+    frozen_ids = set(map(id, frozen.frozen_modules))
+    assert id(model.get_submodule("blocks.5.1.drop_path")) not in frozen_ids  # after the last stride-2 layer
+    assert id(model.get_submodule("blocks.3.1.drop_path")) in frozen_ids

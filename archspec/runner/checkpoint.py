@@ -5,24 +5,19 @@ A checkpoint holds only tensors and plain containers, so loading one can never r
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..atomic import write_atomically
 from ..errors import SpecError
 
 FORMAT = 1
 
 
 def save(path: Path, payload: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        torch.save({"format": FORMAT, **payload}, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_atomically(path, lambda f: torch.save({"format": FORMAT, **payload}, f))
 
 
 def load(path: Path, what: str = "checkpoint") -> dict[str, Any]:

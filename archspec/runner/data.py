@@ -145,10 +145,6 @@ class Folder:
     def __len__(self) -> int:
         return len(self.tree.samples)
 
-    @property
-    def classes(self) -> int:
-        return len(self.tree.classes)
-
     def label(self, index: int) -> int:
         return self.tree.samples[index][1]
 
@@ -218,14 +214,13 @@ class GlobalBatches(Sampler[list[int]]):
     `world * accum` micro-batches; rank r takes micro-batches r, r + world, ... Starting at a
     given step resumes the epoch exactly. Incomplete global batches are dropped."""
 
-    def __init__(self, length: int, global_batch: int, accum: int, world: int, rank: int, seed: int,
-                 shuffle: bool = True) -> None:
+    def __init__(self, length: int, global_batch: int, accum: int, world: int, rank: int, seed: int) -> None:
         if global_batch % (accum * world):
             raise SpecError(f"the global batch {global_batch} does not split into {accum} accumulation steps x "
                             f"{world} processes", field="--batch-size")
         self.length, self.global_batch, self.accum, self.world, self.rank = length, global_batch, accum, world, rank
         self.micro = global_batch // (accum * world)
-        self.seed, self.shuffle = seed, shuffle
+        self.seed = seed
         self.epoch, self.start_step = 0, 0
 
     @property
@@ -236,10 +231,7 @@ class GlobalBatches(Sampler[list[int]]):
         self.epoch, self.start_step = epoch, start_step
 
     def __iter__(self) -> Iterator[list[int]]:
-        if self.shuffle:
-            order = torch.randperm(self.length, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
-        else:
-            order = torch.arange(self.length)
+        order = torch.randperm(self.length, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
         for step in range(self.start_step, self.steps_per_epoch):
             batch = order[step * self.global_batch:(step + 1) * self.global_batch]
             for a in range(self.accum):
@@ -259,9 +251,9 @@ def eval_batches(length: int, batch: int, world: int = 1, rank: int = 0) -> list
 def default_workers(requested: Any) -> int:
     if requested != "auto":
         return int(requested)
-    import os
+    from .distributed import cores
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     # on a small CPU box the model wants every core; decoding in the main process keeps it simple
-    return 0 if cores <= 4 else min(8, cores // 2)
+    n = cores()
+    return 0 if n <= 4 else min(8, n // 2)
 

@@ -86,22 +86,13 @@ def barrier(ctx: Context) -> None:
         dist.barrier()
 
 
-def broadcast_flag(flag: bool, ctx: Context) -> bool:
-    """True on every rank if it is True on rank 0 (e.g. 'rank 0 failed, stop')."""
-    if not ctx.distributed:
-        return flag
-    t = torch.tensor([int(flag)])
-    dist.broadcast(t, 0)
-    return bool(t.item())
-
-
 def launch(nproc: int, argv: list[str]) -> int:
     """Run `archspec <argv>` in `nproc` processes on this machine; returns the exit status."""
     if nproc < 1:
         raise SpecError(f"must be at least 1, got {nproc}", field="--nproc")
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
                "-m", "archspec.cli", *_without_nproc(argv)]
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(max(1, _cores() // nproc)))}
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(max(1, cores() // nproc)))}
     return subprocess.run(command, env=env).returncode
 
 
@@ -119,5 +110,6 @@ def _without_nproc(argv: list[str]) -> list[str]:
     return out
 
 
-def _cores() -> int:
+def cores() -> int:
+    """CPU cores this process may use."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..atomic import write_text
 from ..errors import SpecError
 from ..graph import build_graph, layers
 from ..resolution import congruence_warnings
@@ -32,7 +33,7 @@ from .data import GlobalBatches, Transformed, default_workers, open_splits, val_
 from .distributed import Context, barrier, session
 from .metrics import Reporter
 from .recipe import load_recipe
-from .train import EMA_WEIGHTS, Fit, evaluate, fit, model_with_weights, read_run, write_text
+from .train import EMA_WEIGHTS, Fit, evaluate, fit, model_with_weights, read_run
 
 FINETUNED = "finetuned.pt"
 
@@ -126,40 +127,39 @@ def _finetune(opts: FinetuneOptions, ctx: Context) -> dict[str, Any]:
     total_steps = min(planned, opts.max_steps) if opts.max_steps else planned
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=ft.lr, momentum=ft.momentum)
-    cosine = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / total_steps)))
 
-    def lr_at(step: int) -> None:
+    def lr_at(step: int) -> None:  # cosine from ft.lr to 0 over the run
         for group in optimizer.param_groups:
-            group["lr"] = ft.lr * cosine.lr_lambdas[0](step)
+            group["lr"] = ft.lr * 0.5 * (1 + math.cos(math.pi * step / total_steps))
 
     wrapped: nn.Module = model
     if ctx.distributed:
         wrapped = nn.parallel.DistributedDataParallel(model, device_ids=[ctx.local_rank] if ctx.device.type == "cuda"
                                                       else None)
-    reporter = Reporter(run, f"finetune-r{opts.resolution}-b{opts.blocks}", total_steps, 0, ctx.main,
-                        recipe.log_every_steps)
-    for note in congruence_warnings(int(info["resolution"]), [opts.resolution], g.graph["downsampling_layers"]):
-        reporter.message(f"warning: {note}")
-    model.train()
-    smoothing = ft.label_smoothing
-    f = Fit(ctx=ctx, model=wrapped, raw=model, optimizer=optimizer, lr_at=lr_at,
-            loss=lambda logits, y: F.cross_entropy(logits.float(), y, label_smoothing=smoothing),
-            dataset=Transformed(train_set, val_transform(opts.resolution), seed), sampler=sampler,
-            total_steps=total_steps, seed=seed, workers=default_workers(recipe.num_workers), run_dir=run,
-            reporter=reporter, prepare_batch=frozen.apply)
-    fit(f)
-    summary: dict[str, Any] = {"run": str(run), "resolution": opts.resolution, "blocks": opts.blocks,
-                               "steps": f.step, "global_batch_size": global_batch, "micro_batch_size": micro,
-                               "accum": accum, "trainable_parameters": sum(p.numel() for p in params),
-                               "frozen_parameters": sum(p.numel() for p in model.parameters() if not p.requires_grad),
-                               "first_trainable_layer": trainable[0]}
-    if ctx.main:
-        top1, top5, _ = evaluate(model, val_set, opts.resolution, max(micro, 64), ctx)
-        reporter.evaluation(f.step, 0, "finetuned", opts.resolution, top1, top5)
-        summary.update(val_top1=top1, val_top5=top5)
-        checkpoint.save(run / FINETUNED, {"model": model.state_dict(), "resolution": opts.resolution,
-                                          "blocks": opts.blocks, "step": f.step})
-        write_text(run / "finetune.json", json.dumps(summary, indent=2))
-    reporter.close()
+    phase = f"finetune-r{opts.resolution}-b{opts.blocks}"
+    with Reporter(run, phase, total_steps, 0, ctx.main, recipe.log_every_steps) as reporter:
+        for note in congruence_warnings(int(info["resolution"]), [opts.resolution], g.graph["downsampling_layers"]):
+            reporter.message(f"warning: {note}")
+        model.train()
+        smoothing = ft.label_smoothing
+        f = Fit(ctx=ctx, model=wrapped, raw=model, optimizer=optimizer, lr_at=lr_at,
+                loss=lambda logits, y: F.cross_entropy(logits.float(), y, label_smoothing=smoothing),
+                dataset=Transformed(train_set, val_transform(opts.resolution), seed), sampler=sampler,
+                total_steps=total_steps, seed=seed, workers=default_workers(recipe.num_workers),
+                reporter=reporter, prepare_batch=frozen.apply)
+        fit(f)
+        summary: dict[str, Any] = {
+            "run": str(run), "resolution": opts.resolution, "blocks": opts.blocks, "steps": f.step,
+            "global_batch_size": global_batch, "micro_batch_size": micro, "accum": accum,
+            "trainable_parameters": sum(p.numel() for p in params),
+            "frozen_parameters": sum(p.numel() for p in model.parameters() if not p.requires_grad),
+            "first_trainable_layer": trainable[0]}
+        if ctx.main:
+            top1, top5, _ = evaluate(model, val_set, opts.resolution, max(micro, 64), ctx)
+            reporter.evaluation(f.step, 0, "finetuned", opts.resolution, top1, top5)
+            summary.update(val_top1=top1, val_top5=top5)
+            checkpoint.save(run / FINETUNED, {"model": model.state_dict(), "resolution": opts.resolution,
+                                              "blocks": opts.blocks, "step": f.step})
+            write_text(run / "finetune.json", json.dumps(summary, indent=2))
     barrier(ctx)
     return summary

@@ -30,6 +30,8 @@ class Reporter:
         if not enabled:
             return
         path = run_dir / "metrics.csv"
+        if first_step and path.exists():
+            _forget_after(path, phase, first_step)  # a resumed run logs those steps again
         new = not path.exists()
         self._csv_file = open(path, "a", newline="")
         self._csv = csv.DictWriter(self._csv_file, fieldnames=COLUMNS)
@@ -97,6 +99,12 @@ class Reporter:
         else:
             sys.stderr.write(text + "\n")
 
+    def __enter__(self) -> "Reporter":
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.close()
+
     def close(self) -> None:
         if self._progress is not None:
             self._progress.stop()
@@ -104,6 +112,15 @@ class Reporter:
             self._tb.close()
         if self._csv_file is not None:
             self._csv_file.close()
+
+
+def _forget_after(path: Path, phase: str, step: int) -> None:
+    with open(path, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if not (r["phase"].startswith(phase) and int(r["step"]) > step)]
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def _clock(seconds: float) -> str:

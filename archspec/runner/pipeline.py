@@ -15,12 +15,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 import networkx as nx
-import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 
+from ..atomic import write_text
 from ..errors import SpecError
 from ..graph import build_graph, layers
 from ..plan import Costing, Device, Plan, plan_pipeline
@@ -31,8 +30,9 @@ from .data import GlobalBatches, Transformed, collate, open_splits, train_transf
 from .distributed import Context, barrier, session
 from .metrics import Reporter
 from .recipe import recipe_yaml
-from .train import (CHECKPOINT, EMA_WEIGHTS, RUN_JSON, Diverged, TrainOptions, evaluate, prepare_run_dir,
-                    recipe_for, spec_document, step_schedule, train_resolution, write_text)
+from .train import (CHECKPOINT, EMA_WEIGHTS, RUN_JSON, Diverged, TrainOptions, evaluate, loss_and_mix,
+                    make_optimizer, prepare_run_dir, recipe_for, seed_mixing, spec_document, step_schedule,
+                    train_resolution, weight_average, with_classes)
 
 SCHEDULES = ("gpipe", "1f1b")
 
@@ -122,9 +122,6 @@ def train_pipeline(opts: TrainOptions, stages: int, schedule: str = "gpipe") -> 
 
 
 def _train_pipeline(opts: TrainOptions, stages: int, schedule: str, ctx: Context) -> dict[str, Any]:
-    from timm.optim import RMSpropTF
-    from timm.utils import ModelEmaV3
-
     from ..backends.torch.model import build_model
     from ..backends.torch.norms import parameter_groups
 
@@ -139,46 +136,29 @@ def _train_pipeline(opts: TrainOptions, stages: int, schedule: str, ctx: Context
     if ctx.main:
         prepare_run_dir(out, False)
     barrier(ctx)
-    spec = load_spec(opts.spec)
     recipe = recipe_for(opts)
+    spec = load_spec(opts.spec)
     resolution = train_resolution(opts.resolution, spec)
     train_set, val_set, classes = open_splits(opts.data, recipe.synthetic, opts.seed)
-    if len(classes) != spec.num_classes:
-        source = spec.source
-        spec = spec.model_copy(update={"num_classes": len(classes)})
-        spec._source = source
+    spec, notes = with_classes(spec, classes)
     # every stage process walks the whole global batch as micro-batches (accum of them)
     sampler = GlobalBatches(len(train_set), recipe.global_batch_size, max(opts.accum, 1), 1, 0, opts.seed)
-    n_micro = sampler.accum
-    g, plan = pipeline_plan(spec, resolution, stages, sampler.micro)
-    torch.manual_seed(opts.seed)
-    model = build_model(spec, seed=opts.seed).to(ctx.device).train()
-    mixing = recipe.augment.mixup_alpha > 0 or recipe.augment.cutmix_alpha > 0
-    if mixing:
-        from timm.data import Mixup
-        from timm.loss import SoftTargetCrossEntropy
-
-        mix = Mixup(mixup_alpha=recipe.augment.mixup_alpha, cutmix_alpha=recipe.augment.cutmix_alpha,
-                    prob=recipe.augment.mix_prob, label_smoothing=recipe.label_smoothing, num_classes=len(classes))
-        soft = SoftTargetCrossEntropy()
-        loss_fn: Callable = lambda logits, y: soft(logits.float(), y)  # noqa: E731
-    else:
-        mix = None
-        smoothing = recipe.label_smoothing
-        loss_fn = lambda logits, y: F.cross_entropy(logits.float(), y, label_smoothing=smoothing)  # noqa: E731
-    runner = PipelineRunner(model, g, plan, ctx, n_micro, sampler.micro, loss_fn, schedule)
-    params = set(map(id, runner.parameters()))
-    groups = [{**group, "params": [p for p in group["params"] if id(p) in params]}
-              for group in parameter_groups(model, recipe.optimizer.weight_decay)]
-    lr = recipe.learning_rate()
-    optimizer = RMSpropTF([gr for gr in groups if gr["params"]], lr=lr, alpha=recipe.rmsprop_decay(),
-                          eps=recipe.optimizer.eps, momentum=recipe.optimizer.momentum)
     steps_per_epoch = sampler.steps_per_epoch
     if steps_per_epoch == 0:
         raise SpecError(f"the training set has {len(train_set)} images, fewer than one global batch",
                         field="--batch-size")
-    scheduler = step_schedule(optimizer, recipe, steps_per_epoch, lr)
-    ema = ModelEmaV3(model, decay=recipe.ema_decay_per_epoch ** (1 / steps_per_epoch), use_warmup=True)
+    n_micro = sampler.accum
+    loss_fn, mix = loss_and_mix(recipe, len(classes), sampler.micro * n_micro)
+    g, plan = pipeline_plan(spec, resolution, stages, sampler.micro)
+    torch.manual_seed(opts.seed)
+    model = build_model(spec, seed=opts.seed).to(ctx.device).train()
+    runner = PipelineRunner(model, g, plan, ctx, n_micro, sampler.micro, loss_fn, schedule)
+    mine = set(map(id, runner.parameters()))
+    groups = [{**group, "params": [p for p in group["params"] if id(p) in mine]}
+              for group in parameter_groups(model, recipe.optimizer.weight_decay)]
+    optimizer = make_optimizer([group for group in groups if group["params"]], recipe)
+    scheduler = step_schedule(optimizer, recipe, steps_per_epoch, recipe.learning_rate())
+    ema = weight_average(model, recipe, steps_per_epoch)
     total = math.ceil(recipe.epochs * steps_per_epoch)
     if opts.max_steps:
         total = min(total, opts.max_steps)
@@ -192,37 +172,40 @@ def _train_pipeline(opts: TrainOptions, stages: int, schedule: str, ctx: Context
                 "accum": n_micro, "steps_per_epoch": steps_per_epoch, "total_steps": total, "status": "running"}
     if ctx.main:
         write_text(out / RUN_JSON, json.dumps(run_info, indent=2))
-    reporter = Reporter(out, "train", total, 0, runner.last, recipe.log_every_steps)
     data = Transformed(train_set, train_transform(resolution, tuple(recipe.augment.crop_scale), recipe.augment.hflip),
                        opts.seed)
     step = 0
-    while step < total:
-        epoch = step // steps_per_epoch
-        sampler.set_epoch(epoch, step % steps_per_epoch)
-        data.epoch = epoch
-        batches = iter(sampler)
-        for _ in range(step % steps_per_epoch, steps_per_epoch):
-            if step >= total:
-                break
-            scheduler.step_update(step)
-            indices = [i for _ in range(n_micro) for i in next(batches)]
-            x = y = None
-            if runner.first or runner.last:
-                x, y, _ = collate(data.__getitems__(indices))
-                x, y = x.to(ctx.device), y.to(ctx.device)
-                if mix is not None:
-                    np.random.seed((opts.seed * 1_000_003 + step) * 997)  # the same draw on the first and last stage
-                    x, y = mix(x, y)
-            loss = runner.step(x if runner.first else None, y if runner.last else None)
-            flag = torch.tensor([0.0 if loss is None else loss])
-            dist.all_reduce(flag)
-            if not math.isfinite(flag.item()):
-                raise Diverged(f"loss became {flag.item()} at step {step + 1} (epoch {epoch})")
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            ema.update(model, step=step)
-            reporter.train_step(step, epoch, optimizer.param_groups[0]["lr"], flag.item(), len(indices), 0)
+    with Reporter(out, "train", total, 0, runner.last, recipe.log_every_steps) as reporter:
+        for note in notes:
+            reporter.message(f"warning: {note}")
+        while step < total:
+            epoch = step // steps_per_epoch
+            sampler.set_epoch(epoch, step % steps_per_epoch)
+            data.epoch = epoch
+            batches = iter(sampler)
+            for _ in range(step % steps_per_epoch, steps_per_epoch):
+                if step >= total:
+                    break
+                scheduler.step_update(step)
+                indices = [i for _ in range(n_micro) for i in next(batches)]
+                x = y = None
+                if runner.first or runner.last:
+                    x, y, _ = collate(data.__getitems__(indices))
+                    x, y = x.to(ctx.device), y.to(ctx.device)
+                    if mix is not None:
+                        seed_mixing(opts.seed, step)  # the same draw on the first and the last stage
+                        x, y = mix(x, y)
+                loss = runner.step(x if runner.first else None, y if runner.last else None)
+                # the last stage's loss, seen by every stage (NCCL reduces only device tensors)
+                shared = torch.tensor([0.0 if loss is None else loss], device=ctx.device)
+                dist.all_reduce(shared)
+                if not math.isfinite(shared.item()):
+                    raise Diverged(f"loss became {shared.item()} at step {step + 1} (epoch {epoch})")
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                ema.update(model, step=step)
+                reporter.train_step(step, epoch, optimizer.param_groups[0]["lr"], shared.item(), len(indices), 0)
     full = gather_state(model, runner.paths, ctx)
     full_ema = gather_state(ema.module, runner.paths, ctx)
     summary: dict[str, Any] = {"run": str(out), "steps": step, "resolution": resolution, "stages": stages}
@@ -235,6 +218,5 @@ def _train_pipeline(opts: TrainOptions, stages: int, schedule: str, ctx: Context
             top1, top5, _ = evaluate(module, val_set, resolution, max(sampler.micro, 64), ctx)
             summary[f"val_top1_{weights}"], summary[f"val_top5_{weights}"] = top1, top5
         write_text(out / RUN_JSON, json.dumps({**run_info, "status": "finished", "summary": summary}, indent=2))
-    reporter.close()
     barrier(ctx)
     return summary

@@ -10,7 +10,7 @@ batch B = 768; fine-tuning for 2 epochs with SGD, cosine lr from 0.25, global ba
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import Field, field_validator
 
@@ -21,7 +21,7 @@ Auto = Literal["auto"]
 
 
 class OptimizerRecipe(Strict):
-    name: Literal["rmsprop_tf", "sgd"] = "rmsprop_tf"
+    name: Literal["rmsprop_tf", "sgd"] = Field("rmsprop_tf", description="rmsprop_tf (the paper) or sgd.")
     lr: Union[Auto, float] = Field("auto", description="auto: B * 2^-14 (paper).")
     momentum: float = Field(0.9, ge=0, lt=1)
     decay: Union[Auto, float] = Field("auto", description="RMSProp decay; auto: 1 - B * 2^-14 (paper).")
@@ -79,8 +79,6 @@ class Recipe(Strict):
 
     epochs: float = Field(350, gt=0, le=100_000)
     global_batch_size: int = Field(768, ge=1, le=1 << 20)
-    micro_batch_size: Optional[int] = Field(None, ge=1, le=1 << 16,
-                                            description="Per process; default: global / (accum x processes).")
     optimizer: OptimizerRecipe = Field(default_factory=OptimizerRecipe)
     schedule: ScheduleRecipe = Field(default_factory=ScheduleRecipe)
     augment: AugmentRecipe = Field(default_factory=AugmentRecipe)
@@ -88,8 +86,8 @@ class Recipe(Strict):
     ema_decay_per_epoch: float = Field(0.97, ge=0, lt=1)
     checkpoint_every_steps: int = Field(500, ge=1, le=10_000_000)
     log_every_steps: int = Field(10, ge=1, le=1_000_000)
-    eval_every_epochs: float = Field(1.0, gt=0, le=1000)
-    num_workers: Union[Auto, int] = "auto"
+    eval_every_epochs: int = Field(1, ge=1, le=1000, description="Evaluate the EMA weights every N epochs.")
+    num_workers: Union[Auto, Annotated[int, Field(ge=0, le=64)]] = "auto"
     bf16_on_gpu: bool = True
     channels_last_on_gpu: bool = True
     finetune: FinetuneRecipe = Field(default_factory=FinetuneRecipe)

@@ -27,7 +27,7 @@ from ..api import as_resolved
 from ..atomic import write_text
 from ..errors import SpecError
 from ..report import resolved_yaml
-from ..resolution import congruence_warnings
+from ..resolution import congruence_warnings, parse_resolution
 from ..spec import ModelSpec, load_spec
 from . import checkpoint
 from .data import GlobalBatches, Transformed, collate, default_workers, eval_batches, open_splits, train_transform, \
@@ -97,21 +97,9 @@ def read_run(run: Path) -> dict[str, Any]:
 
 
 def train_resolution(flag: Optional[str], spec: ModelSpec) -> int:
-    res = as_resolved(spec).resolution
-    if flag is None:
-        return res.train
-    named = {"native": res.native, "half": res.half}
-    if flag in named:
-        if named[flag] is None:
-            raise SpecError(f"this spec has no {flag} resolution", field="--resolution")
-        return named[flag]
-    try:
-        value = int(flag)
-    except ValueError:
-        raise SpecError(f"expected native, half or a pixel count, got {flag!r}", field="--resolution") from None
-    if not 8 <= value <= 4096:
-        raise SpecError(f"must be from 8 to 4096, got {value}", field="--resolution")
-    return value
+    """--resolution for training: native, half, a pixel count, or by default the spec's own."""
+    resolved = as_resolved(spec)
+    return parse_resolution(flag, resolved) or resolved.resolution.train
 
 
 # --------------------------------------------------------------------------------------------
@@ -133,14 +121,13 @@ class Fit:
     total_steps: int
     seed: int
     workers: int
-    run_dir: Path
     reporter: Reporter
     mix: Optional[Callable] = None  # (x, y) -> (x, soft targets)
     ema: Any = None
     autocast: Optional[torch.dtype] = None
     channels_last: bool = False
     step: int = 0
-    save: Optional[Callable[[int], None]] = None  # checkpoint at a global step (main process)
+    save: Optional[Callable[[int], None]] = None  # checkpoint at a global step (every rank calls it)
     checkpoint_every: int = 500
     after_epoch: Optional[Callable[[int, int], None]] = None  # (epoch, step)
     prepare_batch: Optional[Callable[[], None]] = None  # e.g. keep frozen parts in eval mode
@@ -174,8 +161,7 @@ def fit(f: Fit) -> None:
                 images, skipped = images + len(y), skipped + bad
                 x, y = _to_device(x, f), y.to(f.ctx.device, non_blocking=True)
                 if f.mix is not None:
-                    # Mixup/CutMix draw from numpy's global RNG: seed it per micro-batch for exact resumption
-                    np.random.seed((f.seed * 1_000_003 + f.step) * 997 + a * 31 + f.ctx.rank)
+                    seed_mixing(f.seed, f.step, a, f.ctx.rank)
                     x, target = f.mix(x, y)
                 else:
                     target = y
@@ -278,6 +264,60 @@ def step_schedule(optimizer: torch.optim.Optimizer, recipe: Recipe, steps_per_ep
                            warmup_lr_init=lr * 0.01 if warmup else 0.0, t_in_epochs=False)
 
 
+def make_optimizer(groups: list[dict[str, Any]], recipe: Recipe, global_batch: Optional[int] = None
+                   ) -> torch.optim.Optimizer:
+    """The recipe's optimizer over parameter groups: RMSProp with TF semantics (timm), or SGD."""
+    lr = recipe.learning_rate(global_batch)
+    o = recipe.optimizer
+    if o.name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=o.momentum)
+    from timm.optim import RMSpropTF
+
+    return RMSpropTF(groups, lr=lr, alpha=recipe.rmsprop_decay(global_batch), eps=o.eps, momentum=o.momentum)
+
+
+def weight_average(model: nn.Module, recipe: Recipe, steps_per_epoch: int) -> Any:
+    """timm's EMA of the weights. The paper averages once per epoch with decay 0.97; per step that
+    is 0.97^(1/steps_per_epoch), with timm's warm-up so that short runs average what they learnt."""
+    from timm.utils import ModelEmaV3
+
+    return ModelEmaV3(model, decay=recipe.ema_decay_per_epoch ** (1 / steps_per_epoch), use_warmup=True)
+
+
+def loss_and_mix(recipe: Recipe, classes: int, micro_batch: int) -> tuple[Callable, Optional[Callable]]:
+    """The training loss and the Mixup/CutMix transform (timm), or plain label-smoothed cross-entropy."""
+    a = recipe.augment
+    if a.mixup_alpha == 0 and a.cutmix_alpha == 0:
+        smoothing = recipe.label_smoothing
+        return (lambda logits, y: F.cross_entropy(logits.float(), y, label_smoothing=smoothing)), None
+    if micro_batch % 2:
+        raise SpecError(f"Mixup/CutMix pair the images of a micro-batch, which has {micro_batch}: use an even "
+                        "micro-batch, or set augment.mixup_alpha and augment.cutmix_alpha to 0 in the recipe",
+                        field="--batch-size")
+    from timm.data import Mixup
+    from timm.loss import SoftTargetCrossEntropy
+
+    soft = SoftTargetCrossEntropy()
+    mix = Mixup(mixup_alpha=a.mixup_alpha, cutmix_alpha=a.cutmix_alpha, prob=a.mix_prob,
+                label_smoothing=recipe.label_smoothing, num_classes=classes)
+    return (lambda logits, y: soft(logits.float(), y)), mix
+
+
+def seed_mixing(seed: int, step: int, micro: int = 0, rank: int = 0) -> None:
+    """Mixup/CutMix draw from numpy's global generator: seed it from where we are in the run, so
+    that a resumed run (and the pipeline's first and last stage) draw the same."""
+    np.random.seed(np.random.SeedSequence([seed, step, micro, rank]).generate_state(1)[0])
+
+
+def with_classes(spec: ModelSpec, classes: list[str]) -> tuple[ModelSpec, list[str]]:
+    """The spec with a classifier for the dataset's classes, and a note when that changed it."""
+    if len(classes) == spec.num_classes:
+        return spec, []
+    note = (f"the dataset has {len(classes)} classes: the classifier is built for {len(classes)}, not the spec's "
+            f"{spec.num_classes}")
+    return spec.model_copy(update={"num_classes": len(classes)}), [note]
+
+
 def train(opts: TrainOptions) -> dict[str, Any]:
     with session(opts.device) as ctx:
         return _train(opts, ctx)
@@ -308,11 +348,6 @@ def model_with_weights(spec: ModelSpec, path: Path, what: str, device: torch.dev
 
 
 def _train(opts: TrainOptions, ctx: Context) -> dict[str, Any]:
-    from timm.data import Mixup
-    from timm.loss import SoftTargetCrossEntropy
-    from timm.optim import RMSpropTF
-    from timm.utils import ModelEmaV3
-
     from ..backends.torch.model import build_model
     from ..backends.torch.norms import parameter_groups
 
@@ -322,9 +357,12 @@ def _train(opts: TrainOptions, ctx: Context) -> dict[str, Any]:
     barrier(ctx)
     stored = read_run(out) if opts.resume else None
     if stored is not None:
+        if stored.get("backend", "torch") != "torch":
+            raise SpecError(f"{out} was trained with --backend {stored['backend']}, whose runs cannot be resumed",
+                            field="--resume")
         opts = _options_from_run(stored, opts)
         spec = load_spec(out / "spec.yaml")
-        recipe = load_recipe(out / "recipe.yaml")
+        recipe = load_recipe(out / "recipe.yaml", {"epochs": opts.epochs} if opts.epochs is not None else None)
     else:
         spec = load_spec(opts.spec)
         recipe = recipe_for(opts)
@@ -334,13 +372,7 @@ def _train(opts: TrainOptions, ctx: Context) -> dict[str, Any]:
         raise SpecError(f"must be at least 1, got {opts.accum}", field="--accum")
     resolution = train_resolution(opts.resolution, spec)
     train_set, val_set, classes = open_splits(opts.data, recipe.synthetic, opts.seed)
-    notes = []
-    if len(classes) != spec.num_classes:
-        notes.append(f"the dataset has {len(classes)} classes: the classifier is built for {len(classes)}, "
-                     f"not the spec's {spec.num_classes}")
-        source = spec.source
-        spec = spec.model_copy(update={"num_classes": len(classes)})
-        spec._source = source
+    spec, notes = with_classes(spec, classes)
     res = as_resolved(spec)
     notes += congruence_warnings(resolution, res.resolution.test, res.downsampling_layers)
 
@@ -351,11 +383,7 @@ def _train(opts: TrainOptions, ctx: Context) -> dict[str, Any]:
     steps_per_epoch = sampler.steps_per_epoch
     planned = math.ceil(recipe.epochs * steps_per_epoch)
     total_steps = min(planned, opts.max_steps) if opts.max_steps else planned
-    mixing = recipe.augment.mixup_alpha > 0 or recipe.augment.cutmix_alpha > 0
-    if mixing and sampler.micro % 2:
-        raise SpecError(f"Mixup/CutMix pair the images of a micro-batch, which has {sampler.micro}: use an even "
-                        "micro-batch, or set augment.mixup_alpha and augment.cutmix_alpha to 0 in the recipe",
-                        field="--batch-size")
+    loss_fn, mix = loss_and_mix(recipe, len(classes), sampler.micro)
 
     gpu = ctx.device.type == "cuda"
     torch.manual_seed(opts.seed)  # dropout and drop-path draw from the global generator
@@ -364,23 +392,12 @@ def _train(opts: TrainOptions, ctx: Context) -> dict[str, Any]:
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     autocast = torch.bfloat16 if gpu and recipe.bf16_on_gpu else None
-    lr = recipe.learning_rate()
-    optimizer = RMSpropTF(parameter_groups(model, recipe.optimizer.weight_decay), lr=lr,
-                          alpha=recipe.rmsprop_decay(), eps=recipe.optimizer.eps, momentum=recipe.optimizer.momentum)
-    scheduler = step_schedule(optimizer, recipe, steps_per_epoch, lr)
-    # the paper averages once per epoch with decay 0.97; per step that is 0.97^(1/steps_per_epoch)
-    ema = ModelEmaV3(model, decay=recipe.ema_decay_per_epoch ** (1 / steps_per_epoch), use_warmup=True)
+    optimizer = make_optimizer(parameter_groups(model, recipe.optimizer.weight_decay), recipe)
+    scheduler = step_schedule(optimizer, recipe, steps_per_epoch, recipe.learning_rate())
+    ema = weight_average(model, recipe, steps_per_epoch)
     wrapped: nn.Module = model
     if ctx.distributed:
         wrapped = nn.parallel.DistributedDataParallel(model, device_ids=[ctx.local_rank] if gpu else None)
-    mix = None
-    if mixing:
-        mix = Mixup(mixup_alpha=recipe.augment.mixup_alpha, cutmix_alpha=recipe.augment.cutmix_alpha,
-                    prob=recipe.augment.mix_prob, label_smoothing=recipe.label_smoothing, num_classes=len(classes))
-        loss_fn: Callable = SoftTargetCrossEntropy()
-    else:
-        smoothing = recipe.label_smoothing
-        loss_fn = lambda logits, y: F.cross_entropy(logits.float(), y, label_smoothing=smoothing)  # noqa: E731
 
     step = 0
     if stored is not None:
@@ -391,17 +408,18 @@ def _train(opts: TrainOptions, ctx: Context) -> dict[str, Any]:
         ema.module.load_state_dict(state["ema"])
         _set_rng_state(state["rng"])
         step = int(state["step"])
-    elif ctx.main:
-        write_text(out / "spec.yaml", spec_document(spec))
-        write_text(out / "recipe.yaml", recipe_yaml(recipe))
-        write_text(out / "resolved.yaml", resolved_yaml(res))
+    if ctx.main:
+        if stored is None:
+            write_text(out / "spec.yaml", spec_document(spec))
+            write_text(out / "resolved.yaml", resolved_yaml(res))
+        write_text(out / "recipe.yaml", recipe_yaml(recipe))  # on resume: with a new --epochs
     run_info = {
         "options": {**asdict(opts), "out": str(out), "data": str(opts.data) if opts.data else None,
                     "recipe": None, "resume": False},
         "resolution": resolution, "classes": list(classes), "world_size": ctx.world,
         "global_batch_size": recipe.global_batch_size, "micro_batch_size": sampler.micro, "accum": opts.accum,
         "steps_per_epoch": steps_per_epoch, "total_steps": total_steps, "status": "running",
-        "command": sys.argv, "torch": torch.__version__,
+        "backend": "torch", "command": sys.argv, "torch": torch.__version__,
     }
     if ctx.main:
         write_text(out / RUN_JSON, json.dumps(run_info, indent=2))
@@ -424,7 +442,7 @@ def _train(opts: TrainOptions, ctx: Context) -> dict[str, Any]:
     eval_batch = max(sampler.micro, 64)
 
     def after_epoch(epoch: int, at: int) -> None:
-        if ctx.main and (epoch + 1) % max(1, round(recipe.eval_every_epochs)) == 0 and at < total_steps:
+        if ctx.main and (epoch + 1) % recipe.eval_every_epochs == 0 and at < total_steps:
             top1, top5, _ = evaluate(ema.module, val_set, resolution, eval_batch, ctx, channels_last, autocast)
             reporter.evaluation(at, epoch, "ema", resolution, top1, top5)
         barrier(ctx)
@@ -433,30 +451,29 @@ def _train(opts: TrainOptions, ctx: Context) -> dict[str, Any]:
             dataset=Transformed(train_set, train_transform(resolution, tuple(recipe.augment.crop_scale),
                                                              recipe.augment.hflip), opts.seed),
             sampler=sampler, total_steps=total_steps, seed=opts.seed, workers=default_workers(recipe.num_workers),
-            run_dir=out, reporter=reporter, mix=mix, ema=ema, autocast=autocast, channels_last=channels_last,
+            reporter=reporter, mix=mix, ema=ema, autocast=autocast, channels_last=channels_last,
             step=step, save=save, checkpoint_every=recipe.checkpoint_every_steps, after_epoch=after_epoch)
-    try:
-        fit(f)
-    except Diverged as exc:
-        reporter.close()
-        last = checkpoint_step(out)
-        kept = f"the last good checkpoint ({out / CHECKPOINT}, step {last}) is intact" if last is not None else \
-            "no checkpoint had been written yet"
+    with reporter:
+        try:
+            fit(f)
+        except Diverged as exc:
+            last = checkpoint_step(out)
+            kept = f"the last good checkpoint ({out / CHECKPOINT}, step {last}) is intact" if last is not None \
+                else "no checkpoint had been written yet"
+            if ctx.main:
+                write_text(out / RUN_JSON, json.dumps({**run_info, "status": "diverged", "error": str(exc)}, indent=2))
+            raise Diverged(f"training stopped: {exc}; {kept}") from None
+        summary = {"run": str(out), "steps": f.step, "resolution": resolution}
         if ctx.main:
-            write_text(out / RUN_JSON, json.dumps({**run_info, "status": "diverged", "error": str(exc)}, indent=2))
-        raise Diverged(f"training stopped: {exc}; {kept}") from None
-    summary = {"run": str(out), "steps": f.step, "resolution": resolution}
-    if ctx.main:
-        for weights, module in (("ema", ema.module), ("raw", model)):
-            top1, top5, n = evaluate(module, val_set, resolution, eval_batch, ctx, channels_last, autocast)
-            reporter.evaluation(f.step, f.step // steps_per_epoch, weights, resolution, top1, top5)
-            summary[f"val_top1_{weights}"], summary[f"val_top5_{weights}"] = top1, top5
-        summary["val_images"] = n
-        summary["skipped_images"] = reporter.skipped
-        if reporter.skipped:
-            reporter.message(f"warning: {reporter.skipped} unreadable images were skipped (replaced by the next)")
-        write_text(out / RUN_JSON, json.dumps({**run_info, "status": "finished", "summary": summary}, indent=2))
-    reporter.close()
+            for weights, module in (("ema", ema.module), ("raw", model)):
+                top1, top5, n = evaluate(module, val_set, resolution, eval_batch, ctx, channels_last, autocast)
+                reporter.evaluation(f.step, f.step // steps_per_epoch, weights, resolution, top1, top5)
+                summary[f"val_top1_{weights}"], summary[f"val_top5_{weights}"] = top1, top5
+            summary["val_images"] = n
+            summary["skipped_images"] = reporter.skipped
+            if reporter.skipped:
+                reporter.message(f"warning: {reporter.skipped} unreadable images were skipped (replaced by the next)")
+            write_text(out / RUN_JSON, json.dumps({**run_info, "status": "finished", "summary": summary}, indent=2))
     barrier(ctx)
     return summary
 

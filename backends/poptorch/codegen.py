@@ -2,8 +2,10 @@
 
 It trains the standalone model of DIR/model.py with `poptorch.BeginBlock` at the boundaries of an
 archspec plan (DIR/plan.json), `poptorch.recomputationCheckpoint` on every block output when the
-plan recomputes, fp16 arithmetic with fp32 optimizer state, the TF variant of RMSProp, and the
-shared runner's recipe and data pipeline. Every option set is a literal in the generated file.
+plan recomputes, fp16 arithmetic with fp32 optimizer state, the TF variant of RMSProp, and from the
+shared runner's recipe its learning rate, schedule, label smoothing, weight decay groups and data
+pipeline (Mixup/CutMix and the weight average are not in the IPU program). Every option set is a
+literal in the generated file.
 """
 
 from __future__ import annotations
@@ -30,6 +32,10 @@ class IpuOptions:
     accumulation: int = 0  # 0: enough to fill the pipeline and reach the recipe's global batch
     device_iterations: int = 1
     available_memory_proportion: float = 0.15
+
+    def as_dict(self, global_batch: int) -> dict[str, Any]:
+        """The options as written to plan.json, with the accumulation actually used."""
+        return {**asdict(self), "accumulation": self.gradient_accumulation(global_batch)}
 
     def gradient_accumulation(self, global_batch: int) -> int:
         """The recipe's global batch over micro-batch x replicas, at least the pipeline's depth
@@ -58,6 +64,5 @@ def generate_ipu_train(g: nx.DiGraph, plan: Plan, options: IpuOptions, recipe: d
         ipus=options.ipus, replicas=options.replicas, micro_batch=options.micro_batch, accumulation=accumulation,
         device_iterations=options.device_iterations, amp=literal(options.available_memory_proportion),
         resolution=g.graph["resolution"][0], stages=literal(stages), checkpoints=literal(checkpoints),
-        options_literal=literal({**asdict(options), "accumulation": accumulation}),
         global_batch=options.micro_batch * options.replicas * accumulation,
     )

@@ -14,17 +14,17 @@ from archspec.errors import SpecError
 
 
 def measure(model: nn.Module, device: str, batch: int, resolution: int, train: bool, compiled: bool,
-            steps: int) -> dict[str, float]:
+            steps: int, in_channels: int = 3, classes: int = 1000) -> dict[str, float]:
     """Median seconds per batch after warm-up (forward, or forward + backward with --train)."""
     gpu = device == "cuda"
     model = model.to(device).train(train)
     if gpu:
         model = model.to(memory_format=torch.channels_last)
     run = torch.compile(model) if compiled else model
-    x = torch.randn(batch, 3, resolution, resolution, device=device)
+    x = torch.randn(batch, in_channels, resolution, resolution, device=device)
     if gpu:
         x = x.contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, 10, (batch,), device=device)
+    y = torch.randint(0, classes, (batch,), device=device)
 
     def once() -> float:
         if gpu:
@@ -48,8 +48,9 @@ def measure(model: nn.Module, device: str, batch: int, resolution: int, train: b
     return {"seconds_per_batch": median, "images_per_s": batch / median, "first_batch_s": first}
 
 
-def timm_equivalent(base: Optional[str], group_size: int, params: int) -> tuple[Optional[nn.Module], str]:
-    """timm's EfficientNet for the spec's preset and group size, if it has the same parameters."""
+def timm_equivalent(base: Optional[str], res: Any, params: int) -> tuple[Optional[nn.Module], str]:
+    """timm's EfficientNet for the spec's preset and group size, if it is the same network: BN,
+    SiLU, the preset's expansion ratios, 3 inputs, and the same parameters."""
     from archspec.presets import PRESET_NAMES
 
     if base not in PRESET_NAMES:
@@ -57,7 +58,13 @@ def timm_equivalent(base: Optional[str], group_size: int, params: int) -> tuple[
     import timm
 
     name = base.replace("-", "_")
-    model = timm.create_model(name, group_size=group_size if group_size > 1 else None)
+    differs = [what for what, same in (("norm", res.norm.type == "bn"), ("activation", res.activation == "silu"),
+                                        ("expansion ratio", res.expansion_ratio in (None, 6)),
+                                        ("input channels", res.in_channels == 3)) if not same]
+    if differs:
+        return None, f"timm's {name} is not the same network ({', '.join(differs)} differ)"
+    group_size = res.group_size
+    model = timm.create_model(name, group_size=group_size if group_size > 1 else None, num_classes=res.num_classes)
     theirs = sum(p.numel() for p in model.parameters())
     if theirs != params:
         return None, (f"timm's {name} (group_size={group_size}) has {theirs:,} parameters, this spec {params:,}: "
@@ -76,13 +83,14 @@ def bench(spec: Any, device: str, batch: int, resolution: int, train: bool, comp
     res = as_resolved(spec)
     model = build_model(res)
     params = sum(p.numel() for p in model.parameters())
+    shape = dict(in_channels=res.in_channels, classes=res.num_classes)
     result: dict[str, Any] = {"name": res.name, "device": device, "batch_size": batch, "resolution": resolution,
                               "mode": "train" if train else "inference", "compiled": compiled, "params": params,
-                              "archspec": measure(model, device, batch, resolution, train, compiled, steps)}
+                              "archspec": measure(model, device, batch, resolution, train, compiled, steps, **shape)}
     if vs_timm:
         chain = res.spec.source.chain  # this spec, its bases, a preset last if there is one
-        reference, note = timm_equivalent(chain[-1] if chain else None, res.group_size, params)
+        reference, note = timm_equivalent(chain[-1] if chain else None, res, params)
         result["timm_note"] = note
         if reference is not None:
-            result["timm"] = measure(reference, device, batch, resolution, train, compiled, steps)
+            result["timm"] = measure(reference, device, batch, resolution, train, compiled, steps, **shape)
     return result

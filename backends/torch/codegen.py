@@ -1,7 +1,7 @@
 """Standalone PyTorch source for a spec: DIR/model.py, needing nothing but torch.
 
 The generated file carries the very classes the live backend uses (their source is copied in, so
-the two cannot drift) and a `build()` that instantiates one literal layer per IR node, stage by
+they cannot drift; only the drop-path layer is the template's own, torchvision being unavailable) and a `build()` that instantiates one literal layer per IR node, stage by
 stage, with each stage's shapes and cost in a comment. Its parameter names equal
 `archspec.build_model(spec)`'s.
 
@@ -112,7 +112,8 @@ def generate_model_source(g: nx.DiGraph) -> str:
     total = totals(g)
     summary = {
         "name": res.name, "description": res.description, "sources": list(res.spec.source.chain),
-        "resolution": list(g.graph["resolution"]), "norm": res.norm.type, "activation": res.activation,
+        "resolution": list(g.graph["resolution"]), "in_channels": res.in_channels, "norm": res.norm.type,
+        "activation": res.activation,
         "group_size": res.group_size, "expansion_ratio": res.expansion_ratio, "num_classes": res.num_classes,
         "params": total.params, "macs": total.macs,
     }

@@ -1,9 +1,9 @@
 """Normalization + activation layers: BN, GN, LN, and proxy-normalized activations (GN+PN, LN+PN).
 
-One factory, `norm_act(node)`, builds the layer an IR `norm` node describes, so blocks never
-know which normalization they use. As in timm's BatchNormAct2d, the activation lives inside
-the norm layer (child `act`), which lets proxy normalization reach the affine gamma, beta it
-needs.
+One layer, `NormAct`, serves every normalization an IR `norm` node can ask for (the model
+builder's `leaf_spec` reads its arguments off the node), so blocks never know which they use.
+As in timm's BatchNormAct2d, the activation lives inside the norm layer (child `act`), which lets
+proxy normalization reach the affine gamma, beta it needs.
 
 Proxy normalization (paper eq. 4; Labatie et al., 2021): after y = gamma * x_hat + beta and
 z = phi(y), PN returns (z - E[phi(gamma Y~ + beta)]) / sqrt(Var[phi(gamma Y~ + beta)] + eps~)
@@ -155,13 +155,6 @@ class NormAct(nn.Module):
     def extra_repr(self) -> str:
         groups = f", groups={self.num_groups}" if self.kind == "gn" else ""
         return f"{self.channels}, {self.kind}{'+pn' if self.proxy else ''}{groups}, eps={self.eps}"
-
-
-def norm_act(node: dict[str, Any]) -> NormAct:
-    """The layer for an IR `norm` node."""
-    return NormAct(node["channels"], node["norm"], num_groups=node["num_groups"] or 1, eps=node["eps"],
-                   momentum=node["momentum"], activation=node["activation"], proxy=node["proxy"],
-                   pn_eps=node["pn_eps"])
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:

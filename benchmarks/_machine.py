@@ -29,3 +29,14 @@ def machine() -> dict[str, object]:
         info["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                                         check=False).stdout.strip()
     return info
+
+
+def save_result(name: str, result: dict[str, object]) -> dict[str, object]:
+    """Write benchmarks/results/<name>.json: the figures with the machine they came from."""
+    import json
+    from pathlib import Path
+
+    stamped = {**result, "machine": machine()}
+    path = Path(__file__).resolve().parent / "results" / f"{name}.json"
+    path.write_text(json.dumps(stamped, indent=2) + "\n")
+    return stamped

@@ -18,7 +18,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import archspec
-from _machine import machine
+from _machine import save_result
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = "specs/b5_g16.yaml"
@@ -78,11 +78,8 @@ def main() -> None:
         "notes": "stats = load + resolve + build_graph + totals, in process; a trace = build_model + one "
                  "forward (batch 1, native resolution) under FlopCounterMode; both produce the same MACs. "
                  "CLI walls include interpreter start-up and imports.",
-        "machine": machine(),
     }
-    out = ROOT / "benchmarks" / "results" / "compile_speed.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    print(json.dumps(save_result("compile_speed", result), indent=2))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 import archspec
-from _machine import machine
+from _machine import save_result
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -76,10 +76,9 @@ def main() -> None:
         "spec": "specs/b0_g16.yaml (norm overridden)", "resolution": 128, "batch_size": args.batch_size,
         "device": args.device, "step": "forward + backward, cross-entropy" +
         (", bf16 autocast, channels_last" if args.device == "cuda" else ", fp32"),
-        "results": results, "ln_pn_over_gn": ratios, "machine": machine(),
+        "results": results, "ln_pn_over_gn": ratios,
     }
-    path = ROOT / "benchmarks" / "results" / f"norm_speed_{args.device}.json"
-    path.write_text(json.dumps(out, indent=2) + "\n")
+    save_result(f"norm_speed_{args.device}", out)
     print(json.dumps({"ln_pn_over_gn": ratios}, indent=2))
 
 

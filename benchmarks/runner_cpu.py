@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _machine import machine
+from _machine import save_result
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,11 +45,8 @@ def main() -> None:
         "demo_wall_s": {**steps, "total": sum(steps.values())},
         "learning": {"wall_s": learn_s, "val_top1_ema": summary["val_top1_ema"], "val_top1_raw": summary["val_top1_raw"],
                      "steps": summary["steps"], "recipe": "recipes/synthetic-quick.yaml", "spec": "specs/tiny.yaml"},
-        "machine": machine(),
     }
-    out = ROOT / "benchmarks" / "results" / "runner_cpu.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    print(json.dumps(save_result("runner_cpu", result), indent=2))
 
 
 if __name__ == "__main__":

@@ -73,6 +73,7 @@ def compile_report(g: nx.DiGraph, batch_size: int = 1) -> dict[str, Any]:
         "norm": res.norm.type,
         "activation": res.activation,
         "group_size": res.group_size,
+        "group_rounding": res.spec.group_rounding,
         "expansion_ratio": res.expansion_ratio,
         "totals": {**total.as_dict(batch_size), "mean_intensity": round(cost.mean_intensity(g, batch_size), 3)},
         "stages": stage_rows(g, batch_size),
@@ -95,6 +96,7 @@ def resolved_document(res: ResolvedSpec) -> dict[str, Any]:
         "stem": asdict(res.stem),
         "blocks": [{**asdict(b), "groups": b.groups, "skip": b.skip} for b in res.blocks],
         "head": {"channels": res.head_channels, "dropout": res.dropout},
+        "group_rounding": res.spec.group_rounding,
         "roundings": [str(r) for r in res.roundings],
     }
 

@@ -57,10 +57,18 @@ def divisors(n: int) -> tuple[int, ...]:
     return tuple(sorted(set(small + [n // d for d in small])))
 
 
-def nearest_group_size(requested: int, channels: int) -> int:
-    """The divisor of `channels` nearest to `requested`; ties go to the larger; G >= C is one group."""
+def nearest_group_size(requested: int, channels: int, rounding: str = "size") -> int:
+    """A group size that divides `channels`, for a requested one that may not (paper footnote 2).
+
+    "size": the divisor of C nearest to G. "count": C over the divisor of C nearest to C/G groups,
+    i.e. the number of groups is what gets rounded. Ties go to the larger group size; G >= C is one
+    group either way.
+    """
     if requested >= channels:
         return channels
+    if rounding == "count":
+        groups = min(divisors(channels), key=lambda k: (abs(k - channels / requested), k))
+        return channels // groups
     return min(divisors(channels), key=lambda d: (abs(d - requested), -d))
 
 
@@ -219,7 +227,7 @@ def resolve(spec: ModelSpec) -> ResolvedSpec:
             if mid > MAX_CHANNELS:
                 raise src.error(("expansion_ratio",), f"{name} would have {mid} channels; at most "
                                                       f"{MAX_CHANNELS} are supported")
-            g = nearest_group_size(requested_g, mid)
+            g = nearest_group_size(requested_g, mid, spec.group_rounding)
             if g != requested_g:
                 roundings.append(Rounding(f"{name}.conv_dw", f"group size (of {mid} channels)", requested_g, g))
             se = max(1, int(in_ch * stage.se_ratio)) if stage.se_ratio > 0 else 0

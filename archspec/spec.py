@@ -111,6 +111,10 @@ class ModelSpec(Strict):
         "divisor", description="Expanded channels (input x expansion) are rounded to channel_divisor, or with "
                                "'group' to a multiple of the group size as well, so that no grouped conv needs "
                                "its group size rounded.")
+    group_rounding: Literal["size", "count"] = Field(
+        "size", description="When the group size does not divide a layer's channels C (paper footnote 2): 'size' "
+                            "uses the divisor of C nearest G; 'count' rounds the number of groups to the divisor "
+                            "of C nearest C/G, the reading that reproduces every P of the paper's Table 2.")
     norm: NormSpec = Field(default_factory=NormSpec)
     activation: ActivationName = "silu"
     drop_path: float = Field(0.0, ge=0, lt=1, description="Stochastic-depth rate, scaled linearly from 0 at the first block (as timm).")

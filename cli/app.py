@@ -144,7 +144,8 @@ def _print_summary(report: dict[str, Any]) -> None:
                   human(t["activation_bytes"], "B"))
     console.print(table)
     rounded = r["roundings"]
-    console.print(f"roundings ({len(rounded)}){':' if rounded else ''}  (* = group size rounded to a divisor)")
+    console.print(f"roundings ({len(rounded)}){':' if rounded else ''}  (* = group size rounded to a divisor, "
+                  f"group_rounding: {r['group_rounding']})")
     for item in rounded:
         console.print(f"  {item['where']}: {item['what']} {item['requested']:g} -> {item['used']}")
     console.print(f"totals: {t['params']:,} params, {t['macs']:,} MACs ({t['flops']:,} FLOPs), "

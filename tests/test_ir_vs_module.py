@@ -25,6 +25,7 @@ def model_specs(draw, small: bool = False):
     spec = {
         "base": draw(st.sampled_from(PRESET_NAMES)),
         "group_size": draw(st.integers(1, 64)),
+        "group_rounding": draw(st.sampled_from(["size", "count"])),
         "norm": {"type": draw(st.sampled_from(NORMS)), "groups": draw(st.sampled_from([1, 2, 4, 8]))},
         "activation": draw(st.sampled_from(["silu", "relu", "gelu"])),
         "num_classes": draw(st.integers(1, 1000)),

@@ -27,6 +27,7 @@ def specs(draw):
         "depth_multiplier": draw(st.floats(0.05, 3.0)),
         "channel_divisor": draw(st.sampled_from([1, 2, 3, 4, 6, 8, 12, 16, 32])),
         "group_size": draw(st.integers(1, 64)),
+        "group_rounding": draw(st.sampled_from(["size", "count"])),
     }
     if draw(st.booleans()):
         spec["expansion_ratio"] = draw(st.floats(1.0, 8.0))
@@ -64,13 +65,19 @@ def test_group_sizes_divide_channels_and_are_nearest(raw):
     for b in res.blocks:
         c, asked, used = b.mid_channels, b.requested_group_size, b.group_size
         assert c % used == 0
-        # brute force over every divisor: none is strictly nearer, and ties went to the larger
+        # brute force over every divisor: none is strictly nearer, and ties went to the larger group size
         if asked >= c:
             assert used == c
-        else:
+        elif raw["group_rounding"] == "size":
             for d in range(1, c + 1):
                 if c % d == 0:
                     assert abs(d - asked) > abs(used - asked) or (abs(d - asked) == abs(used - asked) and d <= used)
+        else:  # the number of groups is rounded: c / used is the divisor nearest to c / asked
+            groups, wanted = c // used, c / asked
+            for k in range(1, c + 1):
+                if c % k == 0:
+                    assert abs(k - wanted) > abs(groups - wanted) or (
+                        abs(k - wanted) == abs(groups - wanted) and k >= groups)
         if used != asked:
             assert any(r.where == f"{b.name}.conv_dw" and r.used == used for r in res.roundings)
 
@@ -104,6 +111,15 @@ def test_group_size_rounding_examples():
     assert nearest_group_size(3, 8) == 4  # 2 and 4 are both 1 away: the larger wins
     assert nearest_group_size(64, 48) == 48
     assert nearest_group_size(1, 7) == 1
+
+
+def test_group_count_rounding_examples():
+    # 176 channels at G64 want 2.75 groups; divisors of 176 near that are 2 (0.75 away) and 4 (1.25)
+    assert nearest_group_size(64, 176, "count") == 88
+    assert nearest_group_size(64, 176, "size") == 44  # whereas 44 (20 away) beats 88 (24 away) as a size
+    assert nearest_group_size(16, 24, "count") == 24  # 1.5 groups: 1 and 2 tie, fewer groups win
+    assert nearest_group_size(16, 48, "count") == 16  # divisible: nothing to round
+    assert nearest_group_size(64, 48, "count") == 48
 
 
 @pytest.mark.parametrize("b", range(8))

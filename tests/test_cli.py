@@ -21,8 +21,10 @@ def test_compile_prints_the_summary(cli):
 
 def test_compile_lists_rounded_layers(cli):
     result = cli("compile", SPECS / "b5_g16.yaml")
-    assert "blocks.0.1.conv_dw: group size (of 24 channels) 16 -> 12" in result.out
-    assert "12-16*" in result.out
+    # the spec rounds group counts: 24 channels want 1.5 groups of 16; the tie goes to one group of 24
+    assert "group_rounding: count" in result.out
+    assert "blocks.0.1.conv_dw: group size (of 24 channels) 16 -> 24" in result.out
+    assert "16-24*" in result.out
 
 
 def test_compile_out_writes_resolved_yaml_and_report(tmp_path, cli):

@@ -446,6 +446,9 @@ def sweep(
     group_sizes: str = typer.Option(..., "--group-sizes", help="Comma-separated, e.g. 1,4,16,32,64."),
     expansions: str = typer.Option(..., "--expansions", help="Comma-separated, e.g. 6,5,4,3,2."),
     grid: bool = typer.Option(False, "--grid", help="Every combination instead of pairing them one to one."),
+    group_rounding: Optional[str] = typer.Option(
+        None, "--group-rounding", help="size or count: how group sizes that do not divide the channels are "
+                                       "rounded (default: the spec's group_rounding)."),
     resolution: Optional[str] = typer.Option(None, help="Pixels, native, half or train (default: train)."),
     batch_size: int = typer.Option(1, "--batch-size", min=1, max=1 << 20,
                                    help="For activation memory and arithmetic intensity."),
@@ -464,9 +467,13 @@ def sweep(
         fail(f"--group-sizes: each must be from 1 to 4096, got {group_sizes!r}")
     if any(not 1 <= e <= 16 for e in es):
         fail(f"--expansions: each must be from 1 to 16, got {expansions!r}")
+    if group_rounding not in (None, "size", "count"):
+        fail(f"--group-rounding: must be size or count, got {group_rounding!r}")
     if plot is not None:
         _check_writable(plot, "--plot")
     model = load_spec(spec)
+    if group_rounding is not None:
+        model = model.model_copy(update={"group_rounding": group_rounding})
     res = _load(spec)
     rows = run_sweep(model, configurations(gs, es, grid), _resolution(resolution, res), batch_size)
     if plot is not None:

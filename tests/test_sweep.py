@@ -41,6 +41,15 @@ def test_sweep_json_matches_the_cost_model(cli):
     assert payload["rows"][1]["mean_intensity"] > payload["rows"][0]["mean_intensity"]  # larger G, denser convs
 
 
+def test_sweep_reproduces_table_2_parameter_counts(cli):
+    # the paper's Table 2, B0 and B2 rows: P in millions for (G, E) = (1,6) (4,5) (16,4) (32,3) (64,2)
+    table_2 = {"b0": [5.3, 5.1, 5.9, 6.2, 6.7], "b2": [9.1, 8.6, 9.5, 10.3, 9.9]}
+    for size, expected in table_2.items():
+        payload = json.loads(cli("sweep", SPECS / f"{size}_g1.yaml", "--group-sizes", "1,4,16,32,64",
+                                 "--expansions", "6,5,4,3,2", "--group-rounding", "count", "--json").out)
+        assert [round(r["params"] / 1e6, 1) for r in payload["rows"]] == expected, size
+
+
 def test_sweep_grid_mode(cli):
     payload = json.loads(cli("sweep", "efficientnet-b0", "--group-sizes", "1,4,16", "--expansions", "6,4",
                              "--grid", "--json").out)
@@ -55,6 +64,7 @@ def test_sweep_grid_mode(cli):
     (("--group-sizes", "0", "--expansions", "6"), "from 1 to 4096"),
     (("--group-sizes", "1", "--expansions", "0.5"), "from 1 to 16"),
     (("--group-sizes", "1", "--expansions", "6", "--plot", "/nonexistent/x.png"), "does not exist"),
+    (("--group-sizes", "1", "--expansions", "6", "--group-rounding", "nearest"), "must be size or count"),
 ])
 def test_sweep_bad_input(cli, args, expected):
     result = cli("sweep", "efficientnet-b0", *args)

@@ -212,7 +212,8 @@ def _load_chain(doc: Document, here: Path, chain: tuple[Path, ...]) -> tuple[dic
     return merged, _merge_sources(base_source, doc, replaced)
 
 
-def _with_source(spec: ModelSpec, source: SourceMap) -> ModelSpec:
+def _validated(data: dict, source: SourceMap) -> ModelSpec:
+    spec = validate(ModelSpec, data, source)
     spec._source = source
     return spec
 
@@ -232,11 +233,9 @@ def load_spec(source: Union[str, Path, Mapping[str, Any], ModelSpec]) -> ModelSp
     if isinstance(source, Mapping):
         doc = Document(dict(source), "<dict>")
         data, sources = _load_chain(doc, Path.cwd(), ())
-        return _with_source(validate(ModelSpec, data, sources), sources)
+        return _validated(data, sources)
     if isinstance(source, str) and source in PRESET_NAMES and not Path(source).exists():
-        data = preset(source)
-        source_map = SourceMap(root_file=source, chain=(source,))
-        return _with_source(validate(ModelSpec, data, source_map), source_map)
+        return _validated(preset(source), SourceMap(root_file=source, chain=(source,)))
     path = Path(source)
     shown = str(source)
     if isinstance(source, str) and not path.exists() and not _looks_like_path(source):
@@ -246,7 +245,7 @@ def load_spec(source: Union[str, Path, Mapping[str, Any], ModelSpec]) -> ModelSp
     data, sources = _load_chain(doc, path.resolve().parent, (path.resolve(),))
     if "name" not in doc.data:
         data = {**data, "name": _default_name(path)}
-    return _with_source(validate(ModelSpec, data, sources), sources)
+    return _validated(data, sources)
 
 
 def spec_json_schema() -> dict[str, Any]:

@@ -335,14 +335,14 @@ def match_flops(
         _check_writable(write, "--write")
     match = match_expansion(model, goal, metric, lo, hi, integer=integer, resolution=resolution)
     chosen = match.chosen
+    shown = sorted(match.nearest(show), key=lambda c: c.expansion_ratio)
     payload = {
         "spec": spec, "target": goal, "target_source": described, "metric": metric,
         "expansion_ratio": chosen.expansion_ratio, "expansion_interval": [chosen.low, chosen.high],
         "macs": chosen.macs, "params": chosen.params, "relative_error": match.error(chosen),
         "range": [lo, hi], "integer": integer, "architectures_searched": len(match.candidates),
         "candidates": [{"expansion_ratio": c.expansion_ratio, "params": c.params, "macs": c.macs,
-                        "relative_error": match.error(c)} for c in sorted(match.nearest(show),
-                                                                            key=lambda c: c.expansion_ratio)],
+                        "relative_error": match.error(c)} for c in shown],
     }
     if write is not None:
         payload["written"] = str(write)
@@ -355,8 +355,7 @@ def match_flops(
     table = Table(show_edge=False, header_style="bold", pad_edge=False)
     for col in ("E", "E interval", "params", "MACs", f"error ({metric})", ""):
         table.add_column(col, justify="right")
-    for c in payload["candidates"]:
-        cand = next(x for x in match.candidates if x.expansion_ratio == c["expansion_ratio"])
+    for cand in shown:
         table.add_row(f"{cand.expansion_ratio:g}", f"[{cand.low:.4f}, {cand.high:.4f}]", f"{cand.params:,}",
                       f"{cand.macs:,}", _pct(match.error(cand)), "<- chosen" if cand == chosen else "")
     console = _console()
@@ -457,6 +456,7 @@ def sweep(
 ) -> None:
     """Table-2-style costs across group sizes G and expansion ratios E."""
     from archspec.cost import human
+    from archspec.resolve import resolve
     from archspec.spec import load_spec
     from archspec.sweep import configurations
     from archspec.sweep import sweep as run_sweep
@@ -474,7 +474,7 @@ def sweep(
     model = load_spec(spec)
     if group_rounding is not None:
         model = model.model_copy(update={"group_rounding": group_rounding})
-    res = _load(spec)
+    res = resolve(model)
     rows = run_sweep(model, configurations(gs, es, grid), _resolution(resolution, res), batch_size)
     if plot is not None:
         from archspec.plots import sweep_figure

@@ -158,6 +158,14 @@ def layers(g: nx.DiGraph, op: str | None = None) -> list[tuple[str, dict[str, An
     return [(n, d) for n, d in g.nodes(data=True) if op is None or d["op"] == op]
 
 
+def unit_module_paths(g: nx.DiGraph, unit: str) -> list[str]:
+    """The module paths that run a unit, in order: a block as a whole; the stem's and head's layers
+    (an activation runs inside its norm layer's module)."""
+    if unit.startswith("blocks."):
+        return [unit]
+    return [d["module"] for _, d in layers(g) if d["unit"] == unit and d["module"] is not None and d["op"] != "act"]
+
+
 def units(g: nx.DiGraph) -> list[str]:
     """Block-level units in forward order: "stem", "blocks.S.B" ..., "head"."""
     seen: dict[str, None] = {}

@@ -73,6 +73,11 @@ def parse_resolution(value: Optional[str], resolved: "ResolvedSpec") -> Optional
     except ValueError:
         raise SpecError(f"expected a pixel count, 'native', 'half' or 'train', got {value!r}",
                         field="--resolution") from None
+    return checked_pixels(pixels)
+
+
+def checked_pixels(pixels: int) -> int:
+    """A --resolution in pixels, within what the model and the cost model handle."""
     if not 8 <= pixels <= 4096:
         raise SpecError(f"must be from 8 to 4096, got {pixels}", field="--resolution")
     return pixels

@@ -242,10 +242,9 @@ class GlobalBatches(Sampler[list[int]]):
         return (self.steps_per_epoch - self.start_step) * self.accum
 
 
-def eval_batches(length: int, batch: int, world: int = 1, rank: int = 0) -> list[list[int]]:
-    """Contiguous evaluation batches of one rank (every sample exactly once over all ranks)."""
-    mine = list(range(rank, length, world))
-    return [mine[i:i + batch] for i in range(0, len(mine), batch)]
+def eval_batches(length: int, batch: int) -> list[list[int]]:
+    """Contiguous evaluation batches covering every sample once."""
+    return [list(range(i, min(i + batch, length))) for i in range(0, length, batch)]
 
 
 def default_workers(requested: Any) -> int:

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SpecError
-from ..graph import build_graph
 from ..resolution import congruent, congruence_warnings
 from ..resolve import resolve
 from ..spec import load_spec
@@ -33,7 +32,7 @@ def evaluate_run(run: Path, resolutions: list[int], weights: str = "auto", devic
             raise SpecError(f"must be auto, finetuned, ema or raw, got {weights!r}", field="--weights")
         model = model_with_weights(spec, run / WEIGHTS[weights], f"{weights} weights", ctx.device)
         train_resolution = int(info["resolution"])
-        n = build_graph(resolve(spec), train_resolution).graph["downsampling_layers"]
+        n = resolve(spec).downsampling_layers
         data = Path(info["options"]["data"]) if info["options"]["data"] else None
         _, val_set, _ = open_splits(data, recipe.synthetic, int(info["options"]["seed"]))
         results = []

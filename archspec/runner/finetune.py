@@ -25,7 +25,7 @@ from torch import nn
 from ..atomic import write_text
 from ..errors import SpecError
 from ..graph import build_graph, layers
-from ..resolution import congruence_warnings
+from ..resolution import checked_pixels, congruence_warnings
 from ..resolve import resolve
 from ..spec import load_spec
 from . import checkpoint
@@ -33,7 +33,7 @@ from .data import GlobalBatches, Transformed, default_workers, open_splits, val_
 from .distributed import Context, barrier, session
 from .metrics import Reporter
 from .recipe import load_recipe
-from .train import EMA_WEIGHTS, Fit, evaluate, fit, model_with_weights, read_run
+from .train import EMA_WEIGHTS, Fit, evaluate, fit, model_with_weights, read_run, run_length
 
 FINETUNED = "finetuned.pt"
 
@@ -100,8 +100,7 @@ def _finetune(opts: FinetuneOptions, ctx: Context) -> dict[str, Any]:
     info = read_run(run)
     spec = load_spec(run / "spec.yaml")
     recipe = load_recipe(run / "recipe.yaml")
-    if not 8 <= opts.resolution <= 4096:
-        raise SpecError(f"must be from 8 to 4096, got {opts.resolution}", field="--resolution")
+    checked_pixels(opts.resolution)
     if opts.max_steps is not None and opts.max_steps < 1:
         raise SpecError(f"must be at least 1, got {opts.max_steps}", field="--max-steps")
     g = build_graph(resolve(spec), opts.resolution)
@@ -123,8 +122,7 @@ def _finetune(opts: FinetuneOptions, ctx: Context) -> dict[str, Any]:
         raise SpecError(f"the training set has {len(train_set)} images, fewer than one fine-tuning batch of "
                         f"{global_batch}", field="RUN")
     epochs = opts.epochs if opts.epochs is not None else ft.epochs
-    planned = math.ceil(epochs * sampler.steps_per_epoch)
-    total_steps = min(planned, opts.max_steps) if opts.max_steps else planned
+    total_steps = run_length(epochs, sampler.steps_per_epoch, opts.max_steps)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=ft.lr, momentum=ft.momentum)
 
@@ -141,12 +139,13 @@ def _finetune(opts: FinetuneOptions, ctx: Context) -> dict[str, Any]:
         for note in congruence_warnings(int(info["resolution"]), [opts.resolution], g.graph["downsampling_layers"]):
             reporter.message(f"warning: {note}")
         model.train()
+        frozen.apply()
         smoothing = ft.label_smoothing
         f = Fit(ctx=ctx, model=wrapped, raw=model, optimizer=optimizer, lr_at=lr_at,
                 loss=lambda logits, y: F.cross_entropy(logits.float(), y, label_smoothing=smoothing),
                 dataset=Transformed(train_set, val_transform(opts.resolution), seed), sampler=sampler,
                 total_steps=total_steps, seed=seed, workers=default_workers(recipe.num_workers),
-                reporter=reporter, prepare_batch=frozen.apply)
+                reporter=reporter)
         fit(f)
         summary: dict[str, Any] = {
             "run": str(run), "resolution": opts.resolution, "blocks": opts.blocks, "steps": f.step,

@@ -18,7 +18,7 @@ class Reporter:
                  log_every: int) -> None:
         self.enabled = enabled
         self.phase = phase
-        self.total, self.step, self.first_step = total_steps, first_step, first_step
+        self.total, self.first_step = total_steps, first_step
         self.log_every = log_every
         self.start = time.perf_counter()
         self.window_start, self.window_images = time.perf_counter(), 0
@@ -58,7 +58,6 @@ class Reporter:
         self._csv_file.flush()
 
     def train_step(self, step: int, epoch: int, lr: float, loss: float, images: int, skipped: int) -> None:
-        self.step = step
         self.window_images += images
         self.skipped += skipped
         if not self.enabled:

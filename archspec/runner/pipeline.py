@@ -21,7 +21,7 @@ from torch import nn
 
 from ..atomic import write_text
 from ..errors import SpecError
-from ..graph import build_graph, layers
+from ..graph import build_graph, unit_module_paths
 from ..plan import Costing, Device, Plan, plan_pipeline
 from ..resolve import resolve
 from ..spec import ModelSpec, load_spec
@@ -31,18 +31,15 @@ from .distributed import Context, barrier, session
 from .metrics import Reporter
 from .recipe import recipe_yaml
 from .train import (CHECKPOINT, EMA_WEIGHTS, RUN_JSON, Diverged, TrainOptions, evaluate, loss_and_mix,
-                    make_optimizer, prepare_run_dir, recipe_for, seed_mixing, spec_document, step_schedule,
-                    train_resolution, weight_average, with_classes)
+                    make_optimizer, prepare_run_dir, recipe_for, run_length, seed_mixing, spec_document,
+                    step_schedule, train_resolution, weight_average, with_classes)
 
 SCHEDULES = ("gpipe", "1f1b")
 
 
 def unit_modules(model: nn.Module, g: nx.DiGraph, unit: str) -> list[tuple[str, nn.Module]]:
-    """The modules that run a unit, in order: a block as a whole; the stem's and head's layers."""
-    if unit.startswith("blocks."):
-        return [(unit, model.get_submodule(unit))]
-    return [(d["module"], model.get_submodule(d["module"])) for _, d in layers(g)
-            if d["unit"] == unit and d["module"] is not None and d["op"] != "act"]
+    """The modules that run a unit, in order (see graph.unit_module_paths)."""
+    return [(path, model.get_submodule(path)) for path in unit_module_paths(g, unit)]
 
 
 def stage_module(model: nn.Module, g: nx.DiGraph, plan: Plan, index: int) -> tuple[nn.Sequential, list[str]]:
@@ -77,10 +74,9 @@ class PipelineRunner:
         self.first, self.last = ctx.rank == 0, ctx.rank == ctx.world - 1
         # the IR knows every stage's input and output shape: no shape inference over the wire
         nodes = [g.nodes[n] for n in plan.stages[ctx.rank].layers]
-        micro = micro_batch
         # activations passed between stages carry gradients back: their examples say so
-        example_input = torch.empty(micro, *nodes[0]["in_shape"], device=ctx.device, requires_grad=not self.first)
-        example_output = torch.empty(micro, *nodes[-1]["out_shape"], device=ctx.device, requires_grad=True)
+        example_input = torch.empty(micro_batch, *nodes[0]["in_shape"], device=ctx.device, requires_grad=not self.first)
+        example_output = torch.empty(micro_batch, *nodes[-1]["out_shape"], device=ctx.device, requires_grad=True)
         stage = PipelineStage(self.module, ctx.rank, ctx.world, ctx.device, input_args=example_input,
                               output_args=example_output)
         kind = {"gpipe": ScheduleGPipe, "1f1b": Schedule1F1B}[schedule]
@@ -159,9 +155,7 @@ def _train_pipeline(opts: TrainOptions, stages: int, schedule: str, ctx: Context
     optimizer = make_optimizer([group for group in groups if group["params"]], recipe)
     scheduler = step_schedule(optimizer, recipe, steps_per_epoch, recipe.learning_rate())
     ema = weight_average(model, recipe, steps_per_epoch)
-    total = math.ceil(recipe.epochs * steps_per_epoch)
-    if opts.max_steps:
-        total = min(total, opts.max_steps)
+    total = run_length(recipe.epochs, steps_per_epoch, opts.max_steps)
     if ctx.main:
         write_text(out / "spec.yaml", spec_document(spec))
         write_text(out / "recipe.yaml", recipe_yaml(recipe))
@@ -199,13 +193,14 @@ def _train_pipeline(opts: TrainOptions, stages: int, schedule: str, ctx: Context
                 # the last stage's loss, seen by every stage (NCCL reduces only device tensors)
                 shared = torch.tensor([0.0 if loss is None else loss], device=ctx.device)
                 dist.all_reduce(shared)
-                if not math.isfinite(shared.item()):
-                    raise Diverged(f"loss became {shared.item()} at step {step + 1} (epoch {epoch})")
+                step_loss = shared.item()
+                if not math.isfinite(step_loss):
+                    raise Diverged(f"loss became {step_loss} at step {step + 1} (epoch {epoch})")
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
                 ema.update(model, step=step)
-                reporter.train_step(step, epoch, optimizer.param_groups[0]["lr"], shared.item(), len(indices), 0)
+                reporter.train_step(step, epoch, optimizer.param_groups[0]["lr"], step_loss, len(indices), 0)
     full = gather_state(model, runner.paths, ctx)
     full_ema = gather_state(ema.module, runner.paths, ctx)
     summary: dict[str, Any] = {"run": str(out), "steps": step, "resolution": resolution, "stages": stages}

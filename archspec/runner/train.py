@@ -130,12 +130,16 @@ class Fit:
     save: Optional[Callable[[int], None]] = None  # checkpoint at a global step (every rank calls it)
     checkpoint_every: int = 500
     after_epoch: Optional[Callable[[int, int], None]] = None  # (epoch, step)
-    prepare_batch: Optional[Callable[[], None]] = None  # e.g. keep frozen parts in eval mode
 
 
-def _to_device(x: torch.Tensor, fit: Fit) -> torch.Tensor:
-    x = x.to(fit.ctx.device, non_blocking=True)
-    return x.contiguous(memory_format=torch.channels_last) if fit.channels_last else x
+def _to_device(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+    x = x.to(device, non_blocking=True)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def _autocast(device: torch.device, dtype: Optional[torch.dtype]) -> torch.autocast:
+    """Mixed precision in `dtype`, or none when it is None."""
+    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
 
 def fit(f: Fit) -> None:
@@ -152,22 +156,19 @@ def fit(f: Fit) -> None:
         for _ in range(first, steps_per_epoch):
             if f.step >= f.total_steps:
                 break
-            if f.prepare_batch is not None:
-                f.prepare_batch()
             f.lr_at(f.step)
             losses, images, skipped = [], 0, 0
             for a in range(accum):
                 x, y, bad = next(batches)
                 images, skipped = images + len(y), skipped + bad
-                x, y = _to_device(x, f), y.to(f.ctx.device, non_blocking=True)
+                x, y = _to_device(x, f.ctx.device, f.channels_last), y.to(f.ctx.device, non_blocking=True)
                 if f.mix is not None:
                     seed_mixing(f.seed, f.step, a, f.ctx.rank)
                     x, target = f.mix(x, y)
                 else:
                     target = y
                 sync = contextlib.nullcontext() if a == accum - 1 or not f.ctx.distributed else f.model.no_sync()
-                with sync, torch.autocast(f.ctx.device.type, dtype=f.autocast or torch.float32,
-                                          enabled=f.autocast is not None):
+                with sync, _autocast(f.ctx.device, f.autocast):
                     loss = f.loss(f.model(x), target)
                     (loss / accum).backward()
                 losses.append(loss.detach().float())
@@ -202,11 +203,8 @@ def evaluate(model: nn.Module, source: Any, resolution: int, batch: int, ctx: Co
     loader = DataLoader(data, batch_sampler=eval_batches(len(data), batch), collate_fn=collate,
                         num_workers=0)
     for x, y, _ in loader:
-        x = x.to(ctx.device)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        y = y.to(ctx.device)
-        with torch.autocast(ctx.device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
+        x, y = _to_device(x, ctx.device, channels_last), y.to(ctx.device)
+        with _autocast(ctx.device, autocast):
             logits = model(x).float()
         top = logits.topk(min(5, logits.shape[1]), dim=1).indices
         correct1 += (top[:, 0] == y).sum().item()
@@ -253,6 +251,12 @@ def _options_from_run(stored: dict[str, Any], opts: TrainOptions) -> TrainOption
     return kept
 
 
+def run_length(epochs: float, steps_per_epoch: int, max_steps: Optional[int]) -> int:
+    """Optimizer steps in a run: whole or fractional epochs, cut short by --max-steps."""
+    planned = math.ceil(epochs * steps_per_epoch)
+    return min(planned, max_steps) if max_steps else planned
+
+
 def step_schedule(optimizer: torch.optim.Optimizer, recipe: Recipe, steps_per_epoch: int, lr: float) -> Any:
     """The paper's schedule, per step: linear warm-up from 1% of lr, then x decay_rate every
     decay_every_epochs (timm's StepLRScheduler; `.step_update(step)` sets the rate)."""
@@ -264,16 +268,15 @@ def step_schedule(optimizer: torch.optim.Optimizer, recipe: Recipe, steps_per_ep
                            warmup_lr_init=lr * 0.01 if warmup else 0.0, t_in_epochs=False)
 
 
-def make_optimizer(groups: list[dict[str, Any]], recipe: Recipe, global_batch: Optional[int] = None
-                   ) -> torch.optim.Optimizer:
+def make_optimizer(groups: list[dict[str, Any]], recipe: Recipe) -> torch.optim.Optimizer:
     """The recipe's optimizer over parameter groups: RMSProp with TF semantics (timm), or SGD."""
-    lr = recipe.learning_rate(global_batch)
+    lr = recipe.learning_rate()
     o = recipe.optimizer
     if o.name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=o.momentum)
     from timm.optim import RMSpropTF
 
-    return RMSpropTF(groups, lr=lr, alpha=recipe.rmsprop_decay(global_batch), eps=o.eps, momentum=o.momentum)
+    return RMSpropTF(groups, lr=lr, alpha=recipe.rmsprop_decay(), eps=o.eps, momentum=o.momentum)
 
 
 def weight_average(model: nn.Module, recipe: Recipe, steps_per_epoch: int) -> Any:
@@ -381,8 +384,7 @@ def _train(opts: TrainOptions, ctx: Context) -> dict[str, Any]:
         raise SpecError(f"the training set has {len(train_set)} images, fewer than one global batch of "
                         f"{recipe.global_batch_size}", field="--batch-size")
     steps_per_epoch = sampler.steps_per_epoch
-    planned = math.ceil(recipe.epochs * steps_per_epoch)
-    total_steps = min(planned, opts.max_steps) if opts.max_steps else planned
+    total_steps = run_length(recipe.epochs, steps_per_epoch, opts.max_steps)
     loss_fn, mix = loss_and_mix(recipe, len(classes), sampler.micro)
 
     gpu = ctx.device.type == "cuda"

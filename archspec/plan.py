@@ -25,7 +25,8 @@ from typing import Any
 import networkx as nx
 
 from .errors import SpecError
-from .graph import layers, units
+from .cost import by
+from .graph import layers
 
 IPU_SRAM_BYTES = 900 * 10**6  # per Graphcore MK2 IPU (paper section 3.4)
 
@@ -63,14 +64,15 @@ class Unit:
 
 
 def plan_units(g: nx.DiGraph) -> list[Unit]:
-    out = []
-    for name in units(g):
-        nodes = [(n, d) for n, d in layers(g) if d["unit"] == name and d["op"] != "input"]
-        first, last = nodes[0][1], nodes[-1][1]
-        out.append(Unit(name=name, layers=tuple(n for n, _ in nodes), macs=sum(d["macs"] for _, d in nodes),
-                        params=sum(d["params"] for _, d in nodes), activations=sum(d["activations"] for _, d in nodes),
-                        input=math.prod(first["in_shape"]), output=math.prod(last["out_shape"])))
-    return out
+    members: dict[str, list[str]] = {}
+    for n, d in layers(g):
+        if d["op"] != "input":
+            members.setdefault(d["unit"], []).append(n)
+    costs = by(g, "unit")
+    return [Unit(name=name, layers=tuple(nodes), macs=costs[name].macs, params=costs[name].params,
+                 activations=costs[name].activations, input=math.prod(g.nodes[nodes[0]]["in_shape"]),
+                 output=math.prod(g.nodes[nodes[-1]]["out_shape"]))
+            for name, nodes in members.items()]
 
 
 @dataclass(frozen=True)
@@ -186,7 +188,6 @@ def optimal_cuts(us: list[Unit], stages: int, costing: Costing) -> list[int] | N
         return found
 
     result = best(stages, n)
-    best.cache_clear()
     return None if result is None else list(result[1])
 
 
@@ -199,7 +200,7 @@ def plan_pipeline(g: nx.DiGraph, stages: int, costing: Costing) -> Plan:
     cuts = optimal_cuts(us, stages, costing)
     if cuts is None:
         raise SpecError(_nothing_fits(us, stages, costing), field="--memory-mb")
-    return Plan(tuple(_stage(part, i, stages, costing) for i, part in enumerate(_split(us, cuts))), costing)
+    return _plan(us, cuts, costing)
 
 
 def plan_at(g: nx.DiGraph, boundaries: list[str], costing: Costing) -> Plan:
@@ -214,6 +215,10 @@ def plan_at(g: nx.DiGraph, boundaries: list[str], costing: Costing) -> Plan:
     cuts = sorted(names.index(b) for b in boundaries)
     if len(set(cuts)) != len(cuts) or 0 in cuts:
         raise SpecError("stage boundaries must be distinct blocks after the stem", field="--at")
+    return _plan(us, cuts, costing)
+
+
+def _plan(us: list[Unit], cuts: list[int], costing: Costing) -> Plan:
     parts = _split(us, cuts)
     return Plan(tuple(_stage(part, i, len(parts), costing) for i, part in enumerate(parts)), costing)
 

@@ -226,7 +226,7 @@ def _poptorch_files(g, ipus: int, replicas: int, micro_batch: int, accumulation:
     return {
         "plan.json": json.dumps(plan_json, indent=2) + "\n",
         "recipe.yaml": recipe_yaml(loaded),
-        "ipu_train.py": generate_ipu_train(g, plan, options, loaded.model_dump()),
+        "ipu_train.py": generate_ipu_train(g, plan, options, loaded.global_batch_size),
     }
 
 

@@ -18,6 +18,7 @@ import networkx as nx
 
 from archspec import __version__
 from archspec.backends.torch.codegen import comment, literal
+from archspec.graph import unit_module_paths
 from archspec.plan import Plan
 
 _ENV = jinja2.Environment(loader=jinja2.PackageLoader("archspec.backends.poptorch", "templates"),
@@ -45,20 +46,14 @@ class IpuOptions:
         return max(global_batch // (self.micro_batch * self.replicas), 2 * self.ipus - 1, 1)
 
 
-def unit_module(g: nx.DiGraph, unit: str) -> str:
-    """The module a pipeline stage begins with: the block itself, or the stem's / head's first layer."""
-    if unit.startswith("blocks."):
-        return unit
-    return next(d["module"] for _, d in g.nodes(data=True) if d["unit"] == unit and d["module"] is not None)
-
-
-def generate_ipu_train(g: nx.DiGraph, plan: Plan, options: IpuOptions, recipe: dict[str, Any]) -> str:
+def generate_ipu_train(g: nx.DiGraph, plan: Plan, options: IpuOptions, recipe_global_batch: int) -> str:
     res = g.graph["resolved"]
-    stages = [{"ipu": i, "module": unit_module(g, s.units[0]), "unit": s.units[0]} for i, s in enumerate(plan.stages)]
+    stages = [{"ipu": i, "module": unit_module_paths(g, s.units[0])[0], "unit": s.units[0]}
+              for i, s in enumerate(plan.stages)]
     # pipelined training recomputes each stage's forward pass; the block outputs are what it keeps
     pipelined = len(plan.stages) > 1 and plan.costing.recompute
     checkpoints = [u for s in plan.stages for u in s.units if u.startswith("blocks.")] if pipelined else []
-    accumulation = options.gradient_accumulation(recipe["global_batch_size"])
+    accumulation = options.gradient_accumulation(recipe_global_batch)
     return _ENV.get_template("ipu_train.py.j2").render(
         title=comment(res.name), version=comment(__version__), sources=comment(" <- ".join(res.spec.source.chain)),
         ipus=options.ipus, replicas=options.replicas, micro_batch=options.micro_batch, accumulation=accumulation,

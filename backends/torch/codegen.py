@@ -20,11 +20,11 @@ import networkx as nx
 
 from archspec import __version__
 from archspec.cost import by, human, totals
-from archspec.graph import layers, units
+from archspec.graph import layers
 
 from . import layers as torch_layers
 from . import norms
-from .model import LeafSpec, block_kind, leaf_spec
+from .model import LeafSpec, UnitLayers, unit_layers
 
 _ENV = jinja2.Environment(loader=jinja2.PackageLoader("archspec.backends.torch", "templates"),
                           autoescape=False, keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
@@ -57,24 +57,14 @@ def _drop_path_code(rate: float) -> str:
     return f"DropPath({literal(rate)})" if rate > 0 else "nn.Identity()"
 
 
-def _block_code(g: nx.DiGraph, unit: str, indent: str) -> str:
-    parts: dict[str, str] = {}
-    add = None
-    for name, node in layers(g):
-        if node["unit"] != unit:
-            continue
-        if node["op"] == "add":
-            add = node
-        spec = leaf_spec(node)
-        if spec is not None:
-            parts[name[len(unit) + 1:]] = call(spec)
-    parts.setdefault("se", "nn.Identity()")
-    kind = block_kind(parts)
-    order = list(inspect.signature(getattr(torch_layers, kind)).parameters)
+def _block_code(block: UnitLayers, indent: str) -> str:
+    add = block.add
+    parts = {k: call(s) for k, s in block.leaves.items()}
+    order = list(inspect.signature(getattr(torch_layers, block.block_kind)).parameters)
     parts["drop_path"] = _drop_path_code(add["drop_path"]) if add else "nn.Identity()"
     parts["has_skip"] = literal(add is not None)
     inner = f",\n{indent}    ".join(f"{key}={parts[key]}" for key in order)
-    return f"{kind}(\n{indent}    {inner},\n{indent})"
+    return f"{block.block_kind}(\n{indent}    {inner},\n{indent})"
 
 
 def _sources(proxy: bool) -> str:
@@ -91,11 +81,11 @@ def _sources(proxy: bool) -> str:
 def generate_model_source(g: nx.DiGraph) -> str:
     res = g.graph["resolved"]
     nodes = dict(layers(g))
+    walked = unit_layers(g)
     blocks_by_stage: dict[int, list[str]] = {}
-    for unit in units(g):
+    for unit, parts in walked.items():
         if unit.startswith("blocks."):
-            stage = int(unit.split(".")[1])
-            blocks_by_stage.setdefault(stage, []).append(_block_code(g, unit, " " * 12))
+            blocks_by_stage.setdefault(int(unit.split(".")[1]), []).append(_block_code(parts, " " * 12))
     stage_costs = by(g, "stage")
     stages = []
     for s, blocks in blocks_by_stage.items():
@@ -105,10 +95,7 @@ def generate_model_source(g: nx.DiGraph) -> str:
         stages.append({"blocks": blocks, "comment": comment(
             f"stage {s}: {shape_in} -> {shape_out}, {len(blocks)} block{'s' * (len(blocks) > 1)}, {human(c.params)} params, "
             f"{human(c.macs)} MACs")})
-    parts = {name: call(spec) for name, d in nodes.items()
-             if d["unit"] in ("stem", "head") and (spec := leaf_spec(d)) is not None}
-    parts.setdefault("conv_head", "nn.Identity()")
-    parts.setdefault("bn2", "nn.Identity()")
+    parts = {k: call(s) for unit in ("stem", "head") for k, s in walked[unit].leaves.items()}
     total = totals(g)
     summary = {
         "name": res.name, "description": res.description, "sources": list(res.spec.source.chain),

@@ -3,7 +3,8 @@
 Every IR node with a module path becomes exactly one leaf module at that path (the norm layer
 owns its activation, as `bn1.act`), so the module's parameters, MACs and shapes are the IR's
 by construction, and the tests prove it on random specs. `leaf_spec` is the one place that maps
-an IR node to a layer: this builder instantiates it, the code generator writes it out.
+an IR node to a layer and `unit_layers` the one walk that groups them into blocks: this builder
+instantiates what they give, the code generator writes it out.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ class LeafSpec:
 
 
 CONSTRUCTORS = {"nn.Conv2d": nn.Conv2d, "NormAct": NormAct, "SqueezeExcite": SqueezeExcite, "GlobalPool": GlobalPool,
-                "nn.Dropout": nn.Dropout, "nn.Linear": nn.Linear}
+                "nn.Dropout": nn.Dropout, "nn.Linear": nn.Linear, "nn.Identity": nn.Identity}
+IDENTITY = LeafSpec("nn.Identity", ())
 
 
 def leaf_spec(node: dict[str, Any]) -> LeafSpec | None:
@@ -59,24 +61,52 @@ def leaf_spec(node: dict[str, Any]) -> LeafSpec | None:
     return None
 
 
-def leaf_module(node: dict[str, Any]) -> nn.Module | None:
-    spec = leaf_spec(node)
-    return None if spec is None else CONSTRUCTORS[spec.source_name](*spec.args, **spec.kwargs)
+def construct(spec: LeafSpec) -> nn.Module:
+    return CONSTRUCTORS[spec.source_name](*spec.args, **spec.kwargs)
 
 
-def block_kind(parts: dict[str, Any]) -> str:
-    """The block class for a unit's layers: with an expansion conv it is an inverted residual."""
-    return "InvertedResidual" if "conv_pwl" in parts else "DepthwiseSeparable"
+@dataclass(frozen=True)
+class UnitLayers:
+    """One unit's layers by their name inside it (a block's `conv_dw`; the stem's and head's
+    layers keep their model-level names), and the block's residual add node if it has one."""
+
+    leaves: dict[str, LeafSpec]
+    add: dict[str, Any] | None = None
+
+    @property
+    def block_kind(self) -> str:
+        """With an expansion conv a block is an inverted residual."""
+        return "InvertedResidual" if "conv_pwl" in self.leaves else "DepthwiseSeparable"
 
 
-def drop_path(rate: float) -> nn.Module:
-    return StochasticDepth(rate, "row") if rate > 0 else nn.Identity()
+def unit_layers(g: nx.DiGraph) -> dict[str, UnitLayers]:
+    """Every unit's layers in forward order, with the layers a variant leaves out as nn.Identity
+    (a block without squeeze-excite, a network without a head conv): what both the builder and
+    the code generator walk."""
+    leaves: dict[str, dict[str, LeafSpec]] = {}
+    adds: dict[str, dict[str, Any]] = {}
+    for name, node in layers(g):
+        unit = node["unit"]
+        if node["op"] == "add":
+            adds[unit] = node
+        spec = leaf_spec(node)
+        if spec is not None:
+            local = name[len(unit) + 1:] if unit.startswith("blocks.") else name
+            leaves.setdefault(unit, {})[local] = spec
+    leaves["head"] = {"conv_head": IDENTITY, "bn2": IDENTITY, **leaves["head"]}
+    out = {}
+    for unit in units(g):
+        if unit.startswith("blocks."):
+            leaves[unit].setdefault("se", IDENTITY)
+        out[unit] = UnitLayers(leaves[unit], adds.get(unit))
+    return out
 
 
-def _block(parts: dict[str, nn.Module], add: dict[str, Any] | None) -> nn.Module:
-    parts.setdefault("se", nn.Identity())
-    cls = InvertedResidual if block_kind(parts) == "InvertedResidual" else DepthwiseSeparable
-    return cls(**parts, drop_path=drop_path(add["drop_path"]) if add else nn.Identity(), has_skip=add is not None)
+def _block(parts: UnitLayers, modules: dict[str, nn.Module]) -> nn.Module:
+    add = parts.add
+    cls = InvertedResidual if parts.block_kind == "InvertedResidual" else DepthwiseSeparable
+    drop_path = StochasticDepth(add["drop_path"], "row") if add and add["drop_path"] > 0 else nn.Identity()
+    return cls(**modules, drop_path=drop_path, has_skip=add is not None)
 
 
 def init_weights(model: nn.Module) -> None:
@@ -95,32 +125,18 @@ def init_weights(model: nn.Module) -> None:
 
 
 def model_from_graph(g: nx.DiGraph) -> EfficientNet:
-    parts: dict[str, dict[str, nn.Module]] = {}
-    adds: dict[str, dict[str, Any]] = {}
-    for name, node in layers(g):
-        if node["op"] == "add":
-            adds[node["unit"]] = node
-        module = leaf_module(node)
-        if module is None:
-            continue
-        unit = node["unit"]
-        local = name[len(unit) + 1:] if unit.startswith("blocks.") else name
-        parts.setdefault(unit, {})[local] = module
-
     stages: list[list[nn.Module]] = []
-    for unit in units(g):
-        if unit.startswith("blocks."):
-            stage = int(unit.split(".")[1])
-            if stage == len(stages):
-                stages.append([])
-            stages[stage].append(_block(parts[unit], adds.get(unit)))
-    stem, head = parts["stem"], parts["head"]
-    model = EfficientNet(
-        conv_stem=stem["conv_stem"], bn1=stem["bn1"],
-        blocks=nn.Sequential(*(nn.Sequential(*s) for s in stages)),
-        conv_head=head.get("conv_head", nn.Identity()), bn2=head.get("bn2", nn.Identity()),
-        global_pool=head["global_pool"], head_drop=head["head_drop"], classifier=head["classifier"],
-    )
+    stem_and_head: dict[str, nn.Module] = {}
+    for unit, parts in unit_layers(g).items():  # forward order, which is the order the RNG is drawn in
+        modules = {k: construct(s) for k, s in parts.leaves.items()}
+        if not unit.startswith("blocks."):
+            stem_and_head.update(modules)
+            continue
+        stage = int(unit.split(".")[1])
+        if stage == len(stages):
+            stages.append([])
+        stages[stage].append(_block(parts, modules))
+    model = EfficientNet(**stem_and_head, blocks=nn.Sequential(*(nn.Sequential(*s) for s in stages)))
     init_weights(model)
     return model
 

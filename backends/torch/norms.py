@@ -84,7 +84,7 @@ class ProxyMoments(nn.Module):
         width = torch.cat([bend + Z_MAX, Z_MAX - bend], 1)[:, :, None]
         u, v = self.unit_nodes.to(mean.dtype), self.unit_weights.to(mean.dtype)
         z = (start + width * u).flatten(1)  # (C, 2 x nodes)
-        w = (width * v).flatten(1) * torch.exp(-0.5 * z * z) * (1 / math.sqrt(2 * math.pi))
+        w = (width * v).flatten(1) * _normal_pdf(z)
         values = self.phi(mean[:, None] + std[:, None] * z)
         first = (values * w).sum(1)
         centred = values - first[:, None]

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import yaml
 
 import archspec
-from conftest import SPECS, run_archspec
+from conftest import ROOT, SPECS, run_archspec
 
 
 def test_compile_prints_the_summary(cli):
@@ -105,13 +107,9 @@ def test_console_script_runs_in_a_fresh_interpreter():
 
 def test_validate_and_stats_do_not_import_torch():
     probe = ("import sys; from archspec.cli.app import main\n"
-             "try:\n    main(['stats', 'specs/b5_g16.yaml', '--json'])\n"
-             "except SystemExit:\n    pass\n"
+             "for args in (['validate', 'specs/b5_g16.yaml'], ['stats', 'specs/b5_g16.yaml', '--json']):\n"
+             "    try:\n        main(args)\n"
+             "    except SystemExit:\n        pass\n"
              "assert 'torch' not in sys.modules, 'torch was imported'\n")
-    import subprocess
-    import sys
-
-    from conftest import ROOT
-
-    proc = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 
@@ -13,9 +14,6 @@ from hypothesis import strategies as st
 import archspec
 from archspec.match import expansion_candidates, match_expansion, with_expansion
 from conftest import SPECS
-
-PAIRS = [(0, "b0"), (2, "b2"), (5, "b5")]
-
 
 def _cost(spec, e):
     return archspec.stats(archspec.resolve(with_expansion(spec, e)))
@@ -72,19 +70,15 @@ def test_candidates_cover_every_expansion_in_range(e):
     assert owner and any((c.params, c.macs) == (cost.params, cost.macs) for c in owner)
 
 
-_CACHE: dict = {}
-
-
+@functools.cache
 def _b2_candidates():
-    if "b2" not in _CACHE:
-        _CACHE["b2"] = expansion_candidates(archspec.load_spec(SPECS / "b2_g16.yaml"), 1.0, 8.0)
-    return _CACHE["b2"]
+    return expansion_candidates(archspec.load_spec(SPECS / "b2_g16.yaml"), 1.0, 8.0)
 
 
 def test_candidates_equal_a_dense_scan_on_a_small_spec():
     spec = archspec.load_spec(SPECS / "tiny.yaml")
     candidates = expansion_candidates(spec, 1.0, 6.0)
-    scanned = {(_cost(spec, 1 + i / 2000).params, _cost(spec, 1 + i / 2000).macs) for i in range(0, 10001)}
+    scanned = {(c.params, c.macs) for c in (_cost(spec, 1 + i / 2000) for i in range(0, 10001))}
     assert scanned == {(c.params, c.macs) for c in candidates}
     for c in candidates:  # each representative E builds the architecture it stands for
         cost = _cost(spec, c.expansion_ratio)

@@ -8,8 +8,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import archspec
-
-NATIVE = [224, 240, 260, 300, 380, 456, 528, 600]  # Table 1 of the paper
+from conftest import NATIVE
 
 
 @pytest.mark.parametrize("b", range(8))

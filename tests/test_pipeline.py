@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 import archspec
-from conftest import ROOT, SPECS
+from conftest import ROOT, SPECS, run_archspec
 
 TINY = SPECS / "tiny.yaml"
 
@@ -50,11 +50,9 @@ def test_train_with_the_pipeline_backend(tmp_path, cli):
     run = tmp_path / "pipe"
     recipe = tmp_path / "small.yaml"
     recipe.write_text("global_batch_size: 16\nsynthetic: {train_size: 640, val_size: 200, canvas: 80}\n")
-    result = subprocess.run([sys.executable, "-m", "archspec.cli", "train", str(TINY), "--dataset", "synthetic",
-                             "--backend", "torch-pipeline", "--stages", "2", "--max-steps", "5", "--out", str(run),
-                             "--recipe", str(recipe)],
-                            capture_output=True, text=True, timeout=600, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_archspec("train", TINY, "--dataset", "synthetic", "--backend", "torch-pipeline", "--stages", "2",
+                          "--max-steps", "5", "--out", run, "--recipe", recipe, timeout=600, cwd=tmp_path)
+    assert result.code == 0, result.err[-3000:]
     info = json.loads((run / "run.json").read_text())
     assert info["status"] == "finished" and info["backend"] == "torch-pipeline" and info["summary"]["steps"] == 5
     assert len(info["plan"]["stages"]) == 2

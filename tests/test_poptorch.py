@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, SPECS
+from conftest import ROOT, SPECS, run_archspec
 
 STUB = ROOT / "tests" / "poptorch_stub"
 
@@ -86,21 +86,18 @@ def test_train_backend_poptorch(tmp_path, cli):
     result = cli("train", SPECS / "tiny.yaml", "--backend", "poptorch", "--out", tmp_path / "run")
     assert result.code == 2
     assert result.err.strip() == "PopTorch is not installed (it ships with Graphcore's Poplar SDK)"
-    env = {**os.environ, "PYTHONPATH": str(STUB), "POPTORCH_STUB_LOG": str(tmp_path / "stub.json")}
-    proc = subprocess.run([sys.executable, "-m", "archspec.cli", "train", str(SPECS / "tiny.yaml"), "--backend",
-                           "poptorch", "--stages", "2", "--max-steps", "2", "--out", str(tmp_path / "run")],
-                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    env = {"PYTHONPATH": str(STUB), "POPTORCH_STUB_LOG": str(tmp_path / "stub.json")}
+    proc = run_archspec("train", SPECS / "tiny.yaml", "--backend", "poptorch", "--stages", "2", "--max-steps", "2",
+                        "--out", tmp_path / "run", env=env, cwd=tmp_path, timeout=600)
+    assert proc.code == 0, proc.err[-3000:]
     assert {"model.py", "plan.json", "ipu_train.py", "recipe.yaml"} <= {p.name for p in (tmp_path / "run").iterdir()}
     assert json.loads((tmp_path / "stub.json").read_text())["training_calls"] == 2
     # the run directory is claimed, and flags the IPU program does not take are refused
-    again = subprocess.run([sys.executable, "-m", "archspec.cli", "train", str(SPECS / "tiny.yaml"), "--backend",
-                            "poptorch", "--out", str(tmp_path / "run")], capture_output=True, text=True, env=env)
-    assert again.returncode == 2 and "already holds a run" in again.stderr
-    refused = subprocess.run([sys.executable, "-m", "archspec.cli", "train", str(SPECS / "tiny.yaml"), "--backend",
-                              "poptorch", "--batch-size", "64", "--out", str(tmp_path / "other")],
-                             capture_output=True, text=True, env=env)
-    assert refused.returncode == 2 and "--batch-size: not with --backend poptorch" in refused.stderr
+    again = run_archspec("train", SPECS / "tiny.yaml", "--backend", "poptorch", "--out", tmp_path / "run", env=env)
+    assert again.code == 2 and "already holds a run" in again.err
+    refused = run_archspec("train", SPECS / "tiny.yaml", "--backend", "poptorch", "--batch-size", "64",
+                           "--out", tmp_path / "other", env=env)
+    assert refused.code == 2 and "--batch-size: not with --backend poptorch" in refused.err
 
 
 @pytest.mark.parametrize("args,expected", [
@@ -108,6 +105,6 @@ def test_train_backend_poptorch(tmp_path, cli):
     (("--ipus", "2"), "--ipus goes with --backend poptorch"),
     (("--backend", "ipu"), "--backend: must be torch or poptorch"),
 ])
-def test_compile_backend_bad_input(cli, tmp_path, args, expected):
+def test_compile_backend_bad_input(cli, args, expected):
     result = cli("compile", SPECS / "tiny.yaml", *args)
     assert result.code == 2 and expected in result.err, result.err

@@ -7,9 +7,9 @@ import json
 import pytest
 
 from archspec.resolution import congruent, half_resolution
-from conftest import SPECS
+from conftest import HALF, NATIVE, SPECS
 
-TABLE_1 = {0: (224, 160), 1: (240, 176), 2: (260, 192), 3: (300, 204), 4: (380, 252), 5: (456, 328)}
+TABLE_1 = {b: (NATIVE[b], HALF[b]) for b in HALF}  # (native, half)
 
 # Table 5: best test resolution per model and training configuration.
 # Columns: G1-GN-native, G16-GN-native, G16-GN-half, G16-LN+PN-native, G16-LN+PN-half

@@ -11,11 +11,7 @@ from hypothesis import strategies as st
 import archspec
 from archspec.presets import PRESET_NAMES
 from archspec.resolve import nearest_group_size, round_channels
-from conftest import SPECS
-
-# Table 1 of the paper.
-NATIVE = {0: 224, 1: 240, 2: 260, 3: 300, 4: 380, 5: 456, 6: 528, 7: 600}
-HALF = {0: 160, 1: 176, 2: 192, 3: 204, 4: 252, 5: 328}
+from conftest import HALF, NATIVE, SPECS
 
 
 @st.composite

@@ -17,13 +17,13 @@ import torch
 from PIL import Image
 
 from archspec.runner.checkpoint import load
-from conftest import ROOT, SPECS
+from conftest import ROOT, SPECS, run_archspec
 
 TINY = SPECS / "tiny.yaml"
 
 
-def _recipe(tmp: Path, text: str, name: str = "recipe.yaml") -> Path:
-    path = tmp / name
+def _recipe(tmp: Path, text: str) -> Path:
+    path = tmp / "recipe.yaml"
     path.write_text(text)
     return path
 
@@ -96,9 +96,8 @@ def test_sigkill_then_resume_ends_with_the_same_weights(tmp_path):
     recipe = _recipe(tmp_path, SMALL)
     args = ["--max-steps", "24", "--seed", "3"]
     reference = tmp_path / "reference"
-    done = subprocess.run([sys.executable, "-m", "archspec.cli", *_train_args(reference, recipe, *args)],
-                          capture_output=True, text=True, cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
+    done = run_archspec(*_train_args(reference, recipe, *args), cwd=tmp_path, timeout=600)
+    assert done.code == 0, done.err
 
     killed = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, "-m", "archspec.cli", *_train_args(killed, recipe, *args)],
@@ -112,9 +111,8 @@ def test_sigkill_then_resume_ends_with_the_same_weights(tmp_path):
     at_kill = load(killed / "checkpoint.pt")["step"]
     assert at_kill < 24, "the run finished before it could be killed"
 
-    resumed = subprocess.run([sys.executable, "-m", "archspec.cli", *_train_args(killed, recipe, "--resume")],
-                             capture_output=True, text=True, cwd=tmp_path)
-    assert resumed.returncode == 0, resumed.stderr
+    resumed = run_archspec(*_train_args(killed, recipe, "--resume"), cwd=tmp_path, timeout=600)
+    assert resumed.code == 0, resumed.err
     with open(killed / "metrics.csv") as f:  # the steps redone after the checkpoint are logged once
         logged = [int(r["step"]) for r in csv.DictReader(f) if r["phase"] == "train"]
     assert logged == list(range(1, 25))
@@ -139,12 +137,10 @@ def test_two_processes_give_the_same_loss_curve(tmp_path):
                                              "augment: {crop_scale: [0.35, 1.0], mixup_alpha: 0.0, cutmix_alpha: 0.0}")
                      .replace("optimizer: {lr: 0.008}\n", ""))
     common = ["train", str(spec), "--recipe", str(recipe), "--resolution", "48", "--max-steps", "8"]
-    one = subprocess.run([sys.executable, "-m", "archspec.cli", *common, "--accum", "2", "--out", str(tmp_path / "one")],
-                         capture_output=True, text=True, cwd=tmp_path)
-    assert one.returncode == 0, one.stderr
-    two = subprocess.run([sys.executable, "-m", "archspec.cli", *common, "--nproc", "2", "--out", str(tmp_path / "two")],
-                         capture_output=True, text=True, cwd=tmp_path, timeout=600)
-    assert two.returncode == 0, two.stderr
+    one = run_archspec(*common, "--accum", "2", "--out", tmp_path / "one", cwd=tmp_path, timeout=600)
+    assert one.code == 0, one.err
+    two = run_archspec(*common, "--nproc", "2", "--out", tmp_path / "two", cwd=tmp_path, timeout=600)
+    assert two.code == 0, two.err
     assert json.loads((tmp_path / "two" / "run.json").read_text())["world_size"] == 2
     a, b = _losses(tmp_path / "one"), _losses(tmp_path / "two")
     assert len(a) == len(b) == 8

@@ -10,7 +10,7 @@ import pytest
 import archspec
 from archspec.cost import mean_intensity
 from archspec.match import with_expansion
-from conftest import SPECS
+from conftest import SPECS, TABLE_2
 
 
 def test_sweep_table_and_plot(cli, tmp_path):
@@ -42,11 +42,12 @@ def test_sweep_json_matches_the_cost_model(cli):
 
 
 def test_sweep_reproduces_table_2_parameter_counts(cli):
-    # the paper's Table 2, B0 and B2 rows: P in millions for (G, E) = (1,6) (4,5) (16,4) (32,3) (64,2)
-    table_2 = {"b0": [5.3, 5.1, 5.9, 6.2, 6.7], "b2": [9.1, 8.6, 9.5, 10.3, 9.9]}
-    for size, expected in table_2.items():
-        payload = json.loads(cli("sweep", SPECS / f"{size}_g1.yaml", "--group-sizes", "1,4,16,32,64",
+    # the paper's Table 2, B0 and B2 rows: (G, E) = (1,6) (4,5) (16,4) (32,3) (64,2)
+    configs = [(1, 6), (4, 5), (16, 4), (32, 3), (64, 2)]
+    for size in (0, 2):
+        payload = json.loads(cli("sweep", SPECS / f"b{size}_g1.yaml", "--group-sizes", "1,4,16,32,64",
                                  "--expansions", "6,5,4,3,2", "--group-rounding", "count", "--json").out)
+        expected = [TABLE_2[(size, g, e)][0] for g, e in configs]
         assert [round(r["params"] / 1e6, 1) for r in payload["rows"]] == expected, size
 
 

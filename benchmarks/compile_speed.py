@@ -24,15 +24,6 @@ ROOT = Path(__file__).resolve().parents[1]
 SPEC = "specs/b5_g16.yaml"
 
 
-def wall(cmd: list[str], repeats: int = 5) -> list[float]:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True)
-        times.append(time.perf_counter() - t0)
-    return times
-
-
 def timed(fn, repeats: int) -> tuple[list[float], object]:
     times, out = [], None
     for _ in range(repeats):
@@ -40,6 +31,10 @@ def timed(fn, repeats: int) -> tuple[list[float], object]:
         out = fn()
         times.append(time.perf_counter() - t0)
     return times, out
+
+
+def wall(cmd: list[str], repeats: int = 5) -> list[float]:
+    return timed(lambda: subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True), repeats)[0]
 
 
 def trace(device: str) -> int:

@@ -1,39 +1,44 @@
-"""The Python contract (DESIGN.md): each step accepts whatever came before it."""
+"""The Python contract (docs/design.md): each step accepts whatever came before it."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import networkx as nx
 
 from .cost import Cost, totals
-from .graph import Resolution, build_graph
+from .graph import Resolution, build_graph, info
+from .report import compile_report, resolved_yaml
 from .resolve import ResolvedSpec, resolve
 from .spec import ModelSpec, load_spec
 
 if TYPE_CHECKING:  # torch stays out of the core's import path
     from torch import nn
 
-SpecLike = Union[str, Path, Mapping[str, Any], ModelSpec, ResolvedSpec, nx.DiGraph]
+    from .backends.poptorch.codegen import IpuOptions
+
+SpecLike = Union[str, Path, Mapping[str, Any], ModelSpec, ResolvedSpec, "nx.DiGraph[str]"]
 
 
 def as_resolved(source: SpecLike) -> ResolvedSpec:
     if isinstance(source, ResolvedSpec):
         return source
     if isinstance(source, nx.DiGraph):
-        return source.graph["resolved"]
+        return info(source)["resolved"]
     return resolve(load_spec(source))
 
 
-def as_graph(source: SpecLike, resolution: Resolution | None = None) -> nx.DiGraph:
-    if isinstance(source, nx.DiGraph) and (resolution is None or source.graph["resolution"] == _square(resolution)):
+def as_graph(source: SpecLike, resolution: Resolution | None = None) -> nx.DiGraph[str]:
+    if isinstance(source, nx.DiGraph) and (resolution is None or info(source)["resolution"] == _square(resolution)):
         return source
     return build_graph(as_resolved(source), resolution)
 
 
 def _square(resolution: Resolution) -> tuple[int, int]:
-    return (resolution, resolution) if isinstance(resolution, int) else tuple(resolution)
+    return (resolution, resolution) if isinstance(resolution, int) else resolution
 
 
 def stats(source: SpecLike, resolution: Resolution | None = None) -> Cost:
@@ -41,8 +46,29 @@ def stats(source: SpecLike, resolution: Resolution | None = None) -> Cost:
     return totals(as_graph(source, resolution))
 
 
-def build_model(source: SpecLike, *, seed: int | None = None) -> "nn.Module":
-    """The torch nn.Module for a spec (imports torch on first use)."""
-    from .backends.torch.model import build_model as _build
+def build_model(source: SpecLike, *, seed: int | None = None) -> nn.Module:
+    """The torch nn.Module for a spec (imports torch on first use); with `seed`, its initial
+    weights are a function of the seed alone."""
+    from .backends.torch.model import model_from_graph
 
-    return _build(source, seed=seed)
+    model: nn.Module = model_from_graph(as_graph(source), seed=seed)
+    return model
+
+
+def compile_files(
+    g: nx.DiGraph[str], batch_size: int = 1, ipu: IpuOptions | None = None, recipe: Path | None = None
+) -> dict[str, str]:
+    """What `compile --out` writes: resolved.yaml, report.json and model.py (standalone PyTorch),
+    and with `ipu` the Graphcore IPU program (plan.json, recipe.yaml, ipu_train.py)."""
+    from .backends.torch.codegen import generate_model_source
+
+    files = {
+        "resolved.yaml": resolved_yaml(info(g)["resolved"]),
+        "report.json": json.dumps(compile_report(g, batch_size), indent=2) + "\n",
+        "model.py": generate_model_source(g),
+    }
+    if ipu is not None:
+        from .backends.poptorch.codegen import ipu_files
+
+        files.update(ipu_files(g, ipu, recipe))
+    return files

@@ -6,8 +6,11 @@ next write replaces)."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO
+
+from .errors import SpecError
 
 
 def write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
@@ -23,4 +26,28 @@ def write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
 
 
 def write_text(path: Path, text: str) -> None:
-    write_atomically(path, lambda f: f.write(text.encode()))
+    def write(f: BinaryIO) -> None:
+        f.write(text.encode())
+
+    write_atomically(path, write)
+
+
+def check_writable(path: Path, parameter: str) -> None:
+    """Refuse, before any work is done, a file path that cannot be written."""
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise SpecError(f"{path}: is a directory", parameter=parameter)
+    if not parent.is_dir():
+        raise SpecError(f"{path}: directory {parent} does not exist", parameter=parameter)
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise SpecError(f"{path}: not writable", parameter=parameter)
+
+
+def write_files(directory: Path, files: dict[str, str], parameter: str = "out") -> None:
+    """Each file written atomically into `directory` (created if need be)."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        for name, text in files.items():
+            write_text(directory / name, text)
+    except OSError as exc:
+        raise SpecError(f"{directory}: cannot write ({exc.strerror or exc})", parameter=parameter) from None

@@ -1,6 +1,6 @@
 """The analytic cost model, read off the IR.
 
-Conventions (DESIGN.md):
+Conventions (docs/design.md):
 - MACs are the multiply-accumulates of conv and linear layers (SE's 1x1 convs included). This is
   what the paper's Table 2 and timm call FLOPs; `flops = 2 * macs`.
 - Elementwise work is counted apart, per output element: normalization 4 (subtract mean,
@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
 
 import networkx as nx
 
-from .graph import layers
+from .graph import ConvNode, Layer, convs, layers
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,10 @@ class Cost:
     def flops(self) -> int:
         return 2 * self.macs
 
+    def value(self, metric: str) -> int:
+        """params or macs."""
+        return self.params if metric == "params" else self.macs
+
     def activation_bytes(self, batch_size: int = 1, bytes_per_element: int = 4) -> int:
         return self.activations * batch_size * bytes_per_element
 
@@ -41,7 +45,7 @@ class Cost:
         return {**asdict(self), "flops": self.flops, "activation_bytes": self.activation_bytes(batch_size)}
 
 
-def _sum(attrs: list[dict[str, Any]]) -> Cost:
+def _sum(attrs: list[Layer]) -> Cost:
     return Cost(
         params=sum(a["params"] for a in attrs),
         macs=sum(a["macs"] for a in attrs),
@@ -50,20 +54,20 @@ def _sum(attrs: list[dict[str, Any]]) -> Cost:
     )
 
 
-def totals(g: nx.DiGraph) -> Cost:
-    return _sum([d for _, d in g.nodes(data=True)])
+def totals(g: nx.DiGraph[str]) -> Cost:
+    return _sum([d for _, d in layers(g)])
 
 
-def by(g: nx.DiGraph, key: str) -> dict[Any, Cost]:
-    """Costs grouped by a node attribute ("stage" or "unit"), in forward order."""
-    groups: dict[Any, list[dict[str, Any]]] = {}
+def by(g: nx.DiGraph[str], key: Literal["stage", "unit"]) -> dict[Any, Cost]:
+    """Costs grouped by stage or by unit, in forward order."""
+    groups: dict[Any, list[Layer]] = {}
     for _, d in layers(g):
         if d["op"] != "input":
             groups.setdefault(d[key], []).append(d)
     return {k: _sum(v) for k, v in groups.items()}
 
 
-def arithmetic_intensity(attrs: dict[str, Any], batch_size: int = 1) -> float:
+def arithmetic_intensity(attrs: ConvNode, batch_size: int = 1) -> float:
     """Appendix A, eq. (7) for one conv layer (FLOPs per element moved)."""
     g, k, s = attrs["group_size"], attrs["kernel"], attrs["stride"]
     _, h, w = attrs["in_shape"]
@@ -72,17 +76,17 @@ def arithmetic_intensity(attrs: dict[str, Any], batch_size: int = 1) -> float:
     return g * k * k * b * f2 / (s * (g * k * k + b * f2))
 
 
-def conv_intensities(g: nx.DiGraph, batch_size: int = 1) -> dict[str, float]:
-    return {name: arithmetic_intensity(d, batch_size) for name, d in layers(g, "conv")}
+def conv_intensities(g: nx.DiGraph[str], batch_size: int = 1) -> dict[str, float]:
+    return {name: arithmetic_intensity(d, batch_size) for name, d in convs(g)}
 
 
-def mean_intensity(g: nx.DiGraph, batch_size: int = 1, weighted: bool = True) -> float:
+def mean_intensity(g: nx.DiGraph[str], batch_size: int = 1, weighted: bool = True) -> float:
     """Mean conv intensity; MAC-weighted by default (where the time goes), else per layer."""
-    convs = layers(g, "conv")
-    values = [arithmetic_intensity(d, batch_size) for _, d in convs]
+    conv_layers = convs(g)
+    values = [arithmetic_intensity(d, batch_size) for _, d in conv_layers]
     if not weighted:
         return sum(values) / len(values)
-    weights = [d["macs"] for _, d in convs]
+    weights = [d["macs"] for _, d in conv_layers]
     return sum(v * w for v, w in zip(values, weights)) / sum(weights)
 
 

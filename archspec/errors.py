@@ -30,9 +30,13 @@ class Location:
 
 
 class SpecError(Exception):
-    """Bad input: a spec, a flag or a file. Rendered as one line; the CLI exits with status 2.
+    """Bad input: a spec, a function's argument or a file. Rendered as one line; the CLI exits
+    with status 2.
 
     The line reads `file:line:col: field.path: message`, with the parts that are unknown left out.
+    `field` names a spec (or recipe) field; `parameter` names the argument of the core function
+    that was given a bad value, which the CLI shows as the flag that set it (`resolution` ->
+    `--resolution`).
     """
 
     def __init__(
@@ -40,14 +44,24 @@ class SpecError(Exception):
         message: str,
         *,
         field: FieldPath | str | None = None,
+        parameter: str | None = None,
         location: Location | None = None,
         file: str | None = None,
     ) -> None:
         self.message = message
         self.field = format_path(field) if isinstance(field, tuple) else field
+        self.parameter = parameter
+        if parameter is not None and self.field is None:
+            self.field = parameter
         self.location = location
         self.file = file if file is not None else (location.file if location else None)
         super().__init__(self.line())
+
+    def shown_as(self, flag: str) -> SpecError:
+        """This error with its parameter named as the command-line flag that set it."""
+        self.field = flag
+        self.args = (self.line(),)
+        return self
 
     def line(self) -> str:
         parts = []
@@ -59,3 +73,17 @@ class SpecError(Exception):
             parts.append(self.field)
         parts.append(self.message)
         return ": ".join(parts)
+
+
+class Diverged(Exception):
+    """Training's loss became NaN/Inf: the run stops, its last good checkpoint stays as it was.
+    Rendered as one line; the CLI exits with status 1."""
+
+
+class ProcessFailed(Exception):
+    """A process archspec started (launched workers, the IPU program) failed and has said why on
+    stderr itself. The CLI exits with its status."""
+
+    def __init__(self, what: str, code: int) -> None:
+        super().__init__(f"{what} exited with status {code}")
+        self.code = code

@@ -6,7 +6,9 @@ naming: conv_stem, bn1, blocks.{stage}.{block}.conv_pw/bn1/conv_dw/bn2/se/conv_p
 bn2, classifier), so a state dict, a cost table and a pipeline plan all speak the same names.
 Nodes are inserted in forward order; edges carry data flow, residual edges included.
 
-Node attributes (all plain values):
+Every node's attributes are one of the TypedDicts below, told apart by `op`; read them through
+`node()` and `layers()` so that a type checker follows them. The attributes every node has:
+
     op           input | conv | norm | act | se | add | pool | dropout | linear
     module       torch module path (an act's is inside its norm layer, an add's is the block's
                  drop-path layer), or None for the input
@@ -17,13 +19,15 @@ Node attributes (all plain values):
     macs         multiply-accumulates of conv / linear layers (SE's two 1x1 convs included)
     elementwise  other arithmetic, counted per output element (see cost.py)
     activations  elements of the layer's output, per sample
-plus the op's own settings (channels, kernel, stride, groups, norm type, ...).
+
+The graph itself carries `GraphInfo`: the network's name, the resolution it was lowered at, its
+class count, its number of stride-2 layers and the ResolvedSpec it came from.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Union
+from typing import Literal, TypedDict, Union, cast
 
 import networkx as nx
 
@@ -31,11 +35,98 @@ from .resolve import BlockLayer, ResolvedSpec
 
 Resolution = Union[int, tuple[int, int]]
 Shape = tuple[int, ...]
+StageKey = Union[int, Literal["stem", "head"]]
 
 # Elementwise operations per output element (documented in cost.py).
 NORM_OPS = 4  # subtract mean, scale by 1/std, multiply gamma, add beta
 PROXY_OPS = 2  # PN's per-channel subtract and scale after the activation
 ACT_OPS = 1
+
+
+class Layer(TypedDict):
+    """What every node has."""
+
+    module: str | None
+    unit: str
+    stage: StageKey
+    in_shape: Shape
+    out_shape: Shape
+    params: int
+    macs: int
+    elementwise: int
+    activations: int
+
+
+class InputNode(Layer):
+    op: Literal["input"]
+
+
+class ConvNode(Layer):
+    op: Literal["conv"]
+    role: Literal["stem", "expand", "spatial", "project", "head"]
+    in_channels: int
+    out_channels: int
+    kernel: int
+    stride: int
+    groups: int
+    group_size: int
+    bias: bool
+
+
+class NormNode(Layer):
+    op: Literal["norm"]
+    channels: int
+    norm: str  # bn | gn | ln
+    proxy: bool  # followed by proxy normalization of its activation
+    num_groups: int  # statistics groups (GN, LN); 0 for BN
+    eps: float
+    pn_eps: float
+    momentum: float
+    activation: str | None  # the activation it applies, if any
+
+
+class ActNode(Layer):
+    op: Literal["act"]
+    function: str
+
+
+class SENode(Layer):
+    op: Literal["se"]
+    channels: int
+    reduced_channels: int
+    function: str
+
+
+class AddNode(Layer):
+    op: Literal["add"]
+    drop_path: float
+
+
+class PoolNode(Layer):
+    op: Literal["pool"]
+
+
+class DropoutNode(Layer):
+    op: Literal["dropout"]
+    p: float
+
+
+class LinearNode(Layer):
+    op: Literal["linear"]
+    in_features: int
+    out_features: int
+    bias: bool
+
+
+Node = Union[InputNode, ConvNode, NormNode, ActNode, SENode, AddNode, PoolNode, DropoutNode, LinearNode]
+
+
+class GraphInfo(TypedDict):
+    name: str
+    resolution: tuple[int, int]
+    num_classes: int
+    downsampling_layers: int
+    resolved: ResolvedSpec
 
 
 def conv_out(size: int, stride: int) -> int:
@@ -47,45 +138,119 @@ def conv_out(size: int, stride: int) -> int:
 class _Lowering:
     def __init__(self, resolved: ResolvedSpec, input_shape: Shape) -> None:
         self.res = resolved
-        self.g = nx.DiGraph()
+        self.g: nx.DiGraph[str] = nx.DiGraph()
         self.last = "input"
-        self.g.add_node("input", op="input", module=None, unit="stem", stage="stem", in_shape=(),
-                        out_shape=input_shape, params=0, macs=0, elementwise=0, activations=0)
+        self.g.add_node(
+            "input",
+            **InputNode(
+                op="input",
+                module=None,
+                unit="stem",
+                stage="stem",
+                in_shape=(),
+                out_shape=input_shape,
+                params=0,
+                macs=0,
+                elementwise=0,
+                activations=0,
+            ),
+        )
 
     @property
     def shape(self) -> Shape:
-        return self.g.nodes[self.last]["out_shape"]
+        return node(self.g, self.last)["out_shape"]
 
-    def add(self, name: str, op: str, out_shape: Shape, *, unit: str, stage: Any, params: int = 0,
-            macs: int = 0, elementwise: int = 0, module: str | None = "", **attrs: Any) -> str:
-        self.g.add_node(name, op=op, module=name if module == "" else module, unit=unit, stage=stage,
-                        in_shape=self.shape, out_shape=out_shape, params=params, macs=macs,
-                        elementwise=elementwise, activations=math.prod(out_shape), **attrs)
+    def layer(
+        self,
+        name: str,
+        out_shape: Shape,
+        unit: str,
+        stage: StageKey,
+        *,
+        params: int = 0,
+        macs: int = 0,
+        elementwise: int = 0,
+        module: str | None = "",
+    ) -> Layer:
+        return Layer(
+            module=name if module == "" else module,
+            unit=unit,
+            stage=stage,
+            in_shape=self.shape,
+            out_shape=out_shape,
+            params=params,
+            macs=macs,
+            elementwise=elementwise,
+            activations=math.prod(out_shape),
+        )
+
+    def add(self, name: str, attrs: Node) -> None:
+        self.g.add_node(name, **attrs)
         self.g.add_edge(self.last, name, kind="data")
         self.last = name
-        return name
 
-    def conv(self, name: str, out_ch: int, kernel: int, stride: int, groups: int, role: str,
-             unit: str, stage: Any) -> None:
+    def conv(
+        self,
+        name: str,
+        out_ch: int,
+        kernel: int,
+        stride: int,
+        groups: int,
+        role: Literal["stem", "expand", "spatial", "project", "head"],
+        unit: str,
+        stage: StageKey,
+    ) -> None:
         in_ch, h, w = self.shape
         oh, ow = conv_out(h, stride), conv_out(w, stride)
         weights = out_ch * (in_ch // groups) * kernel * kernel
-        self.add(name, "conv", (out_ch, oh, ow), unit=unit, stage=stage, params=weights,
-                 macs=weights * oh * ow, role=role, in_channels=in_ch, out_channels=out_ch,
-                 kernel=kernel, stride=stride, groups=groups, group_size=in_ch // groups, bias=False)
+        common = self.layer(name, (out_ch, oh, ow), unit, stage, params=weights, macs=weights * oh * ow)
+        self.add(
+            name,
+            ConvNode(
+                **common,
+                op="conv",
+                role=role,
+                in_channels=in_ch,
+                out_channels=out_ch,
+                kernel=kernel,
+                stride=stride,
+                groups=groups,
+                group_size=in_ch // groups,
+                bias=False,
+            ),
+        )
 
-    def norm_act(self, name: str, unit: str, stage: Any, act: bool) -> None:
+    def norm_act(self, name: str, unit: str, stage: StageKey, act: bool) -> None:
         cfg = self.res.norm
         c = self.shape[0]
         elements = math.prod(self.shape)
         proxy = cfg.proxy and act  # PN normalizes activations; a norm with no activation stays plain
-        self.add(name, "norm", self.shape, unit=unit, stage=stage, params=(4 if proxy else 2) * c,
-                 elementwise=elements * (NORM_OPS + (PROXY_OPS if proxy else 0)), channels=c,
-                 norm=cfg.base, proxy=proxy, num_groups=cfg.num_groups(c), eps=cfg.eps,
-                 pn_eps=cfg.pn_eps, momentum=cfg.momentum, activation=self.res.activation if act else None)
+        common = self.layer(
+            name,
+            self.shape,
+            unit,
+            stage,
+            params=(4 if proxy else 2) * c,
+            elementwise=elements * (NORM_OPS + (PROXY_OPS if proxy else 0)),
+        )
+        self.add(
+            name,
+            NormNode(
+                **common,
+                op="norm",
+                channels=c,
+                norm=cfg.base,
+                proxy=proxy,
+                num_groups=cfg.num_groups(c),
+                eps=cfg.eps,
+                pn_eps=cfg.pn_eps,
+                momentum=cfg.momentum,
+                activation=self.res.activation if act else None,
+            ),
+        )
         if act:
-            self.add(f"{name}.act", "act", self.shape, unit=unit, stage=stage, elementwise=elements * ACT_OPS,
-                     function=self.res.activation)
+            common = self.layer(f"{name}.act", self.shape, unit, stage, elementwise=elements * ACT_OPS)
+            self.add(f"{name}.act", ActNode(**common, op="act", function=self.res.activation))
 
     def block(self, b: BlockLayer) -> None:
         unit, stage = b.name, b.stage
@@ -101,19 +266,30 @@ class _Lowering:
             r = b.se_channels
             weights = 2 * c * r
             # pool (c*h*w adds), reduce act (r), sigmoid gate (c), rescale (c*h*w multiplies)
-            self.add(f"{unit}.se", "se", self.shape, unit=unit, stage=stage, params=weights + r + c, macs=weights,
-                     elementwise=2 * c * h * w + r + c, channels=c, reduced_channels=r,
-                     function=self.res.activation)
+            common = self.layer(
+                f"{unit}.se",
+                self.shape,
+                unit,
+                stage,
+                params=weights + r + c,
+                macs=weights,
+                elementwise=2 * c * h * w + r + c,
+            )
+            self.add(
+                f"{unit}.se", SENode(**common, op="se", channels=c, reduced_channels=r, function=self.res.activation)
+            )
         project = f"{unit}.conv_pwl" if b.expand else f"{unit}.conv_pw"
         self.conv(project, b.out_channels, 1, 1, 1, "project", unit, stage)
         self.norm_act(f"{unit}.bn3" if b.expand else f"{unit}.bn2", unit, stage, act=False)
         if b.skip:
             # its module is the drop-path (stochastic depth) layer applied to the branch before the add
-            self.add(f"{unit}.add", "add", self.shape, unit=unit, stage=stage, module=f"{unit}.drop_path",
-                     elementwise=math.prod(self.shape), drop_path=b.drop_path)
+            common = self.layer(
+                f"{unit}.add", self.shape, unit, stage, module=f"{unit}.drop_path", elementwise=math.prod(self.shape)
+            )
+            self.add(f"{unit}.add", AddNode(**common, op="add", drop_path=b.drop_path))
             self.g.add_edge(block_input, f"{unit}.add", kind="residual")
 
-    def lower(self) -> nx.DiGraph:
+    def lower(self) -> nx.DiGraph[str]:
         res = self.res
         self.conv("conv_stem", res.stem.out_channels, res.stem.kernel, res.stem.stride, 1, "stem", "stem", "stem")
         self.norm_act("bn1", "stem", "stem", act=True)
@@ -123,15 +299,17 @@ class _Lowering:
             self.conv("conv_head", res.head_channels, 1, 1, 1, "head", "head", "head")
             self.norm_act("bn2", "head", "head", act=True)
         c, h, w = self.shape
-        self.add("global_pool", "pool", (c,), unit="head", stage="head", elementwise=c * h * w)
-        self.add("head_drop", "dropout", (c,), unit="head", stage="head", p=res.dropout)
+        self.add(
+            "global_pool", PoolNode(**self.layer("global_pool", (c,), "head", "head", elementwise=c * h * w), op="pool")
+        )
+        self.add("head_drop", DropoutNode(**self.layer("head_drop", (c,), "head", "head"), op="dropout", p=res.dropout))
         n = res.num_classes
-        self.add("classifier", "linear", (n,), unit="head", stage="head", params=c * n + n, macs=c * n,
-                 in_features=c, out_features=n, bias=True)
+        common = self.layer("classifier", (n,), "head", "head", params=c * n + n, macs=c * n)
+        self.add("classifier", LinearNode(**common, op="linear", in_features=c, out_features=n, bias=True))
         return self.g
 
 
-def build_graph(resolved: ResolvedSpec, resolution: Resolution | None = None) -> nx.DiGraph:
+def build_graph(resolved: ResolvedSpec, resolution: Resolution | None = None) -> nx.DiGraph[str]:
     """Lower `resolved` at `resolution` (pixels, or (height, width); default: its train resolution)."""
     if resolution is None:
         resolution = resolved.resolution.train
@@ -139,13 +317,28 @@ def build_graph(resolved: ResolvedSpec, resolution: Resolution | None = None) ->
     if height < 1 or width < 1:
         raise ValueError(f"resolution must be positive, got {resolution}")
     g = _Lowering(resolved, (resolved.in_channels, height, width)).lower()
-    g.graph.update(name=resolved.name, resolution=(height, width), num_classes=resolved.num_classes,
-                   downsampling_layers=sum(1 for _, d in g.nodes(data=True) if d.get("stride") == 2),
-                   resolved=resolved)
+    g.graph.update(
+        GraphInfo(
+            name=resolved.name,
+            resolution=(height, width),
+            num_classes=resolved.num_classes,
+            downsampling_layers=resolved.downsampling_layers,
+            resolved=resolved,
+        )
+    )
     return g
 
 
-def lower_block(resolved: ResolvedSpec, block: BlockLayer, input_shape: Shape) -> nx.DiGraph:
+def info(g: nx.DiGraph[str]) -> GraphInfo:
+    """The graph-level attributes of an IR graph."""
+    return cast(GraphInfo, g.graph)
+
+
+def node(g: nx.DiGraph[str], name: str) -> Node:
+    return cast(Node, g.nodes[name])
+
+
+def lower_block(resolved: ResolvedSpec, block: BlockLayer, input_shape: Shape) -> nx.DiGraph[str]:
     """One block lowered on its own from `input_shape` (C, H, W): its nodes are exactly those
     build_graph gives it, so variants of a block can be costed without lowering the network."""
     low = _Lowering(resolved, input_shape)
@@ -153,12 +346,17 @@ def lower_block(resolved: ResolvedSpec, block: BlockLayer, input_shape: Shape) -
     return low.g
 
 
-def layers(g: nx.DiGraph, op: str | None = None) -> list[tuple[str, dict[str, Any]]]:
-    """(name, attributes) in forward order, optionally of one op."""
-    return [(n, d) for n, d in g.nodes(data=True) if op is None or d["op"] == op]
+def layers(g: nx.DiGraph[str]) -> list[tuple[str, Node]]:
+    """(name, attributes) of every node, in forward order."""
+    return [(n, cast(Node, d)) for n, d in g.nodes(data=True)]
 
 
-def unit_module_paths(g: nx.DiGraph, unit: str) -> list[str]:
+def convs(g: nx.DiGraph[str]) -> list[tuple[str, ConvNode]]:
+    """(name, attributes) of every conv, in forward order."""
+    return [(n, d) for n, d in layers(g) if d["op"] == "conv"]
+
+
+def unit_module_paths(g: nx.DiGraph[str], unit: str) -> list[str]:
     """The module paths that run a unit, in order: a block as a whole; the stem's and head's layers
     (an activation runs inside its norm layer's module)."""
     if unit.startswith("blocks."):
@@ -166,9 +364,9 @@ def unit_module_paths(g: nx.DiGraph, unit: str) -> list[str]:
     return [d["module"] for _, d in layers(g) if d["unit"] == unit and d["module"] is not None and d["op"] != "act"]
 
 
-def units(g: nx.DiGraph) -> list[str]:
+def units(g: nx.DiGraph[str]) -> list[str]:
     """Block-level units in forward order: "stem", "blocks.S.B" ..., "head"."""
     seen: dict[str, None] = {}
-    for _, d in g.nodes(data=True):
+    for _, d in layers(g):
         seen.setdefault(d["unit"], None)
     return list(seen)

@@ -10,18 +10,23 @@ architectures share most of their blocks.
 
 from __future__ import annotations
 
+import functools
+import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
+from .atomic import check_writable, write_files
 from .cost import Cost, totals
 from .errors import SpecError
-from .graph import Resolution, build_graph, lower_block
+from .graph import Resolution, build_graph, info, layers, lower_block, node
+from .limits import MAX_EXPANSION, MIN_EXPANSION, check_resolution
 from .resolve import BlockLayer, ResolvedSpec, expanded_channels, mid_divisor, resolve
-from .spec import ModelSpec
+from .spec import ModelSpec, load_spec, spec_yaml
 
 Metric = Literal["macs", "params"]
-MIN_E, MAX_E = 1.0, 16.0  # the schema's bounds on expansion_ratio
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,10 @@ class Match:
     def nearest(self, n: int) -> list[Candidate]:
         return sorted(self.candidates, key=lambda c: abs(self.error(c)))[:n]
 
+    def shown(self, n: int) -> list[Candidate]:
+        """The n candidates nearest the target, by expansion ratio."""
+        return sorted(self.nearest(n), key=lambda c: c.expansion_ratio)
+
 
 def with_expansion(spec: ModelSpec, expansion: float) -> ModelSpec:
     return spec.model_copy(update={"expansion_ratio": expansion})  # keeps the source map (error locations)
@@ -60,20 +69,27 @@ class _Coster:
     def __init__(self, res: ResolvedSpec, resolution: Resolution | None) -> None:
         self.res = res
         g = build_graph(res, resolution)
-        self.resolution = g.graph["resolution"]
-        self.fixed = totals(g.subgraph(n for n, d in g.nodes(data=True) if not d["unit"].startswith("blocks.")))
-        self.inputs = {b.name: g.nodes[next(iter(g.predecessors(self._first(g, b))))]["out_shape"]
-                       for b in res.blocks}
-        self.memo: dict[tuple, Cost] = {}
-
-    @staticmethod
-    def _first(g, block: BlockLayer) -> str:
-        return next(n for n, d in g.nodes(data=True) if d["unit"] == block.name)
+        self.resolution = info(g)["resolution"]
+        self.fixed = totals(g.subgraph(n for n, d in layers(g) if not d["unit"].startswith("blocks.")))
+        first: dict[str, str] = {}  # each block's first layer
+        for n, d in layers(g):
+            first.setdefault(d["unit"], n)
+        self.inputs = {b.name: node(g, first[b.name])["in_shape"] for b in res.blocks}
+        self.memo: dict[tuple[object, ...], Cost] = {}
 
     def block(self, b: BlockLayer) -> Cost:
         shape = self.inputs[b.name]
-        key = (b.in_channels, b.mid_channels, b.out_channels, b.kernel, b.stride, b.group_size, b.se_channels,
-               b.expand, shape)
+        key = (
+            b.in_channels,
+            b.mid_channels,
+            b.out_channels,
+            b.kernel,
+            b.stride,
+            b.group_size,
+            b.se_channels,
+            b.expand,
+            shape,
+        )
         if key not in self.memo:
             self.memo[key] = totals(lower_block(self.res, b, shape))
         return self.memo[key]
@@ -102,14 +118,20 @@ def _jump_points(spec: ModelSpec, res: ResolvedSpec, lo: float, hi: float) -> li
 def _signature(spec: ModelSpec, res: ResolvedSpec, e: float) -> tuple[tuple[int, bool], ...]:
     """What distinguishes architectures of different E: each block's mid channels, and whether
     it has an expansion conv at all (E = 1 drops it)."""
-    return tuple((expanded_channels(b.in_channels, e if x else 1, mid_divisor(spec, b.stage)), x and e != 1)
-                 for b, x in zip(res.blocks, _expandable(spec, res)))
+    return tuple(
+        (expanded_channels(b.in_channels, e if x else 1, mid_divisor(spec, b.stage)), x and e != 1)
+        for b, x in zip(res.blocks, _expandable(spec, res))
+    )
 
 
-def _nicest(low: float, high: float, fits) -> float | None:
+def _has_signature(spec: ModelSpec, res: ResolvedSpec, signature: tuple[tuple[int, bool], ...], e: float) -> bool:
+    return _signature(spec, res, e) == signature
+
+
+def _nicest(low: float, high: float, fits: Callable[[float], bool]) -> float | None:
     """The value in [low, high] with the fewest decimals (4.0 rather than 3.9871) that `fits`."""
     for digits in range(0, 7):
-        scale = 10**digits
+        scale = 10.0**digits
         v = math.ceil(low * scale - 1e-9) / scale
         for candidate in (v, v + 1 / scale):
             if candidate <= high + 1e-12 and fits(candidate):
@@ -117,41 +139,57 @@ def _nicest(low: float, high: float, fits) -> float | None:
     return None
 
 
-def expansion_candidates(spec: ModelSpec, lo: float = 1.0, hi: float = 8.0, *, integer: bool = False,
-                         resolution: Resolution | None = None) -> list[Candidate]:
+def expansion_candidates(
+    spec: ModelSpec, lo: float = 1.0, hi: float = 8.0, *, integer: bool = False, resolution: Resolution | None = None
+) -> list[Candidate]:
     """Every distinct architecture reachable with a global expansion ratio in [lo, hi]."""
-    if not MIN_E <= lo <= hi <= MAX_E:
-        raise SpecError(f"--min/--max: need {MIN_E:g} <= min <= max <= {MAX_E:g}, got min {lo:g}, max {hi:g}")
+    if not MIN_EXPANSION <= lo <= hi <= MAX_EXPANSION:
+        raise SpecError(
+            f"the range of expansion ratios must lie within [{MIN_EXPANSION:g}, {MAX_EXPANSION:g}], lowest "
+            f"first; got [{lo:g}, {hi:g}]",
+            parameter="lo",
+        )
     # channel counts into and out of blocks do not depend on E: any E serves as reference
     base = resolve(with_expansion(spec, 2.0))
     if not any(_expandable(spec, base)):
-        raise SpecError("every stage has expansion 1, so the expansion ratio changes nothing",
-                        field="stages", file=spec.source.root_file)
+        raise SpecError(
+            "every stage has expansion 1, so the expansion ratio changes nothing",
+            field="stages",
+            file=spec.source.root_file,
+        )
     if integer:
         values = [(float(e), float(e), float(e)) for e in range(math.ceil(lo), math.floor(hi) + 1)]
         if not values:
-            raise SpecError(f"--integer: no integer expansion ratio in [{lo:g}, {hi:g}]")
+            raise SpecError(f"no integer expansion ratio in [{lo:g}, {hi:g}]", parameter="integer")
     else:
         # the architecture is constant between consecutive jump points; at a jump point it is
         # one of its neighbours' (or, where two blocks jump at once, possibly a mix: costed too)
         points = _jump_points(spec, base, lo, hi)
-        values = [((a + b) / 2, a, b) for a, b in zip(points, points[1:])] + [(p, p, p) for p in points]
-    spans: dict[tuple, list[float]] = {}  # signature -> [low, high, a witness E]
+        values = [((a + b) / 2, a, b) for a, b in itertools.pairwise(points)] + [(p, p, p) for p in points]
+    spans: dict[tuple[tuple[int, bool], ...], list[float]] = {}  # signature -> [low, high, a witness E]
     for e, a, b in values:
         span = spans.setdefault(_signature(spec, base, e), [a, b, e])
         span[0], span[1] = min(span[0], a), max(span[1], b)
     coster = _Coster(base, resolution)
     out = []
     for signature, (low, high, witness) in spans.items():
-        nicest = None if integer else _nicest(low, high, lambda v: _signature(spec, base, v) == signature)
+        nicest = None if integer else _nicest(low, high, functools.partial(_has_signature, spec, base, signature))
         e = witness if nicest is None else nicest
         params, macs = coster(resolve(with_expansion(spec, e)))
         out.append(Candidate(e, low, high, params, macs))
     return sorted(out, key=lambda c: c.expansion_ratio)
 
 
-def match_expansion(spec: ModelSpec, target: int, metric: Metric = "macs", lo: float = 1.0, hi: float = 8.0, *,
-                    integer: bool = False, resolution: Resolution | None = None) -> Match:
+def match_expansion(
+    spec: ModelSpec,
+    target: int,
+    metric: Metric = "macs",
+    lo: float = 1.0,
+    hi: float = 8.0,
+    *,
+    integer: bool = False,
+    resolution: Resolution | None = None,
+) -> Match:
     """The candidate whose cost is nearest to `target` (ties: the smaller E)."""
     if target <= 0:
         raise SpecError(f"the target must be a positive number of {metric}, got {target}")
@@ -160,6 +198,71 @@ def match_expansion(spec: ModelSpec, target: int, metric: Metric = "macs", lo: f
     if not min(values) <= target <= max(values):
         raise SpecError(
             f"target {target:,} {metric} is out of reach: E in [{lo:g}, {hi:g}] gives {min(values):,} to "
-            f"{max(values):,} {metric}; widen --min/--max", file=spec.source.root_file)
+            f"{max(values):,} {metric}; widen the range",
+            file=spec.source.root_file,
+        )
     chosen = min(candidates, key=lambda c: (abs(c.value(metric) - target), c.expansion_ratio))
     return Match(chosen, target, metric, tuple(candidates))
+
+
+def write_matched_spec(path: Path, spec: ModelSpec, match: Match, described: str) -> None:
+    """Save `spec` with the matched expansion ratio as a standalone spec file."""
+    chosen = match.chosen
+    matched = spec.model_copy(
+        update={"name": f"{spec.name}_e{chosen.expansion_ratio:g}"[:80], "expansion_ratio": chosen.expansion_ratio}
+    )
+    header = (
+        f"# Written by `archspec match-flops`: expansion_ratio {chosen.expansion_ratio:g} matches "
+        f"{described}\n# ({match.target:,} {match.metric}): {chosen.value(match.metric):,} {match.metric}, "
+        f"error {match.error(chosen) * 100:+.3f}%; {chosen.params:,} params, {chosen.macs:,} MACs.\n"
+    )
+    write_files(path.parent, {path.name: spec_yaml(matched, header)}, parameter="write")
+
+
+def match_flops(
+    spec: ModelSpec,
+    target: str | int,
+    metric: Metric,
+    lo: float = 1.0,
+    hi: float = 8.0,
+    *,
+    integer: bool = False,
+    resolution: int | None = None,
+    show: int = 7,
+    shown_as: str = "",
+    write: Path | None = None,
+) -> tuple[dict[str, Any], Match]:
+    """`archspec match-flops`: match `spec` to `target` (a spec, or a count of `metric`), and
+    optionally write the matched spec; the report and the match."""
+    if resolution is not None:
+        check_resolution(resolution)
+    if write is not None:
+        check_writable(write, "write")
+    if isinstance(target, str):
+        goal, described = totals(build_graph(resolve(load_spec(target)), resolution)).value(metric), target
+    else:
+        goal, described = target, f"{target:,} {metric}"
+    match = match_expansion(spec, goal, metric, lo, hi, integer=integer, resolution=resolution)
+    chosen = match.chosen
+    payload: dict[str, Any] = {
+        "spec": shown_as,
+        "target": goal,
+        "target_source": described,
+        "metric": metric,
+        "expansion_ratio": chosen.expansion_ratio,
+        "expansion_interval": [chosen.low, chosen.high],
+        "macs": chosen.macs,
+        "params": chosen.params,
+        "relative_error": match.error(chosen),
+        "range": [lo, hi],
+        "integer": integer,
+        "architectures_searched": len(match.candidates),
+        "candidates": [
+            {"expansion_ratio": c.expansion_ratio, "params": c.params, "macs": c.macs, "relative_error": match.error(c)}
+            for c in match.shown(show)
+        ],
+    }
+    if write is not None:
+        payload["written"] = str(write)
+        write_matched_spec(write, spec, match, described)
+    return payload, match

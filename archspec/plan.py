@@ -17,15 +17,16 @@ state):
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 import networkx as nx
 
-from .errors import SpecError
 from .cost import by
+from .errors import SpecError
 from .graph import layers
 
 IPU_SRAM_BYTES = 900 * 10**6  # per Graphcore MK2 IPU (paper section 3.4)
@@ -63,16 +64,24 @@ class Unit:
     output: int  # elements of the unit's output, per image
 
 
-def plan_units(g: nx.DiGraph) -> list[Unit]:
+def plan_units(g: nx.DiGraph[str]) -> list[Unit]:
     members: dict[str, list[str]] = {}
     for n, d in layers(g):
         if d["op"] != "input":
             members.setdefault(d["unit"], []).append(n)
     costs = by(g, "unit")
-    return [Unit(name=name, layers=tuple(nodes), macs=costs[name].macs, params=costs[name].params,
-                 activations=costs[name].activations, input=math.prod(g.nodes[nodes[0]]["in_shape"]),
-                 output=math.prod(g.nodes[nodes[-1]]["out_shape"]))
-            for name, nodes in members.items()]
+    return [
+        Unit(
+            name=name,
+            layers=tuple(nodes),
+            macs=costs[name].macs,
+            params=costs[name].params,
+            activations=costs[name].activations,
+            input=math.prod(g.nodes[nodes[0]]["in_shape"]),
+            output=math.prod(g.nodes[nodes[-1]]["out_shape"]),
+        )
+        for name, nodes in members.items()
+    ]
 
 
 @dataclass(frozen=True)
@@ -84,14 +93,16 @@ class Costing:
 
     def __post_init__(self) -> None:
         if self.micro_batch < 1:
-            raise SpecError(f"must be at least 1, got {self.micro_batch}", field="--micro-batch")
+            raise SpecError(f"must be at least 1, got {self.micro_batch}", parameter="micro_batch")
 
     def time(self, us: list[Unit]) -> float:
         passes = 3 + self.recompute
         p = self.precision
         compute = 2 * sum(u.macs for u in us) * self.micro_batch / self.device.flops
-        moved = sum(u.params for u in us) * p.weight_bytes + sum(u.activations for u in us) * self.micro_batch * \
-            p.activation_bytes
+        moved = (
+            sum(u.params for u in us) * p.weight_bytes
+            + sum(u.activations for u in us) * self.micro_batch * p.activation_bytes
+        )
         return passes * (compute + moved / self.device.bandwidth)
 
     def memory(self, us: list[Unit], index: int, stages: int) -> int:
@@ -104,6 +115,19 @@ class Costing:
         else:
             stashed, working = sum(u.activations for u in us), 0
         return weights + (in_flight * stashed + working) * m * p.activation_bytes
+
+
+def costing(
+    micro_batch: int, memory_mb: float | None = None, memory_fraction: float = 0.5, recompute: bool = True
+) -> Costing:
+    """How to cost stages: on an IPU with `memory_fraction` of its SRAM usable, or on a device
+    with `memory_mb` usable."""
+    if not 0 < memory_fraction <= 1:
+        raise SpecError(f"must be in (0, 1], got {memory_fraction}", parameter="memory_fraction")
+    if memory_mb is not None and not 0 < memory_mb < 1e9:
+        raise SpecError(f"must be a positive number of megabytes, got {memory_mb}", parameter="memory_mb")
+    device = ipu(memory_fraction) if memory_mb is None else Device(int(memory_mb * 1e6), name="device")
+    return Costing(micro_batch, device, recompute=recompute)
 
 
 @dataclass(frozen=True)
@@ -139,25 +163,43 @@ class Plan:
         total = sum(s.time_s for s in self.stages)
         c = self.costing
         return {
-            "stages": [{"layers": list(s.layers), "units": list(s.units), "first_layer": s.layers[0],
-                        "last_layer": s.layers[-1], "macs": s.macs, "params": s.params,
-                        "memory_bytes": s.memory_bytes, "time_s": s.time_s, "time_share": s.time_s / total}
-                       for s in self.stages],
-            "boundaries": self.boundaries, "imbalance": self.imbalance, "micro_batch": c.micro_batch,
-            "recompute": c.recompute, "memory_budget_bytes": c.device.memory_bytes,
+            "stages": [
+                {
+                    "layers": list(s.layers),
+                    "units": list(s.units),
+                    "first_layer": s.layers[0],
+                    "last_layer": s.layers[-1],
+                    "macs": s.macs,
+                    "params": s.params,
+                    "memory_bytes": s.memory_bytes,
+                    "time_s": s.time_s,
+                    "time_share": s.time_s / total,
+                }
+                for s in self.stages
+            ],
+            "boundaries": self.boundaries,
+            "imbalance": self.imbalance,
+            "micro_batch": c.micro_batch,
+            "recompute": c.recompute,
+            "memory_budget_bytes": c.device.memory_bytes,
             "device": {"name": c.device.name, "flops": c.device.flops, "bandwidth": c.device.bandwidth},
         }
 
 
 def _split(us: list[Unit], cuts: list[int]) -> list[list[Unit]]:
     edges = [0, *cuts, len(us)]
-    return [us[a:b] for a, b in zip(edges, edges[1:])]
+    return [us[a:b] for a, b in itertools.pairwise(edges)]
 
 
 def _stage(us: list[Unit], index: int, stages: int, costing: Costing) -> Stage:
-    return Stage(units=tuple(u.name for u in us), layers=tuple(n for u in us for n in u.layers),
-                 macs=sum(u.macs for u in us), params=sum(u.params for u in us),
-                 memory_bytes=costing.memory(us, index, stages), time_s=costing.time(us))
+    return Stage(
+        units=tuple(u.name for u in us),
+        layers=tuple(n for u in us for n in u.layers),
+        macs=sum(u.macs for u in us),
+        params=sum(u.params for u in us),
+        memory_bytes=costing.memory(us, index, stages),
+        time_s=costing.time(us),
+    )
 
 
 def optimal_cuts(us: list[Unit], stages: int, costing: Costing) -> list[int] | None:
@@ -169,7 +211,7 @@ def optimal_cuts(us: list[Unit], stages: int, costing: Costing) -> list[int] | N
     n = len(us)
     budget = costing.device.memory_bytes
 
-    @lru_cache(maxsize=None)
+    @cache
     def best(k: int, j: int) -> tuple[float, tuple[int, ...]] | None:
         if k == 1:
             if costing.memory(us[:j], 0, stages) > budget:
@@ -191,30 +233,32 @@ def optimal_cuts(us: list[Unit], stages: int, costing: Costing) -> list[int] | N
     return None if result is None else list(result[1])
 
 
-def plan_pipeline(g: nx.DiGraph, stages: int, costing: Costing) -> Plan:
+def plan_pipeline(g: nx.DiGraph[str], stages: int, costing: Costing) -> Plan:
     """The optimal plan, or a SpecError saying what would fit."""
     us = plan_units(g)
     if not 1 <= stages <= len(us):
-        raise SpecError(f"must be from 1 to {len(us)} (the network has {len(us)} blocks to place), got {stages}",
-                        field="--stages")
+        raise SpecError(
+            f"must be from 1 to {len(us)} (the network has {len(us)} blocks to place), got {stages}", parameter="stages"
+        )
     cuts = optimal_cuts(us, stages, costing)
     if cuts is None:
-        raise SpecError(_nothing_fits(us, stages, costing), field="--memory-mb")
+        raise SpecError(_nothing_fits(us, stages, costing), parameter="memory_mb")
     return _plan(us, cuts, costing)
 
 
-def plan_at(g: nx.DiGraph, boundaries: list[str], costing: Costing) -> Plan:
+def plan_at(g: nx.DiGraph[str], boundaries: list[str], costing: Costing) -> Plan:
     """The plan whose stages begin at the given units (e.g. a hand-written split), costed the same
     way, whether or not it fits."""
     us = plan_units(g)
     names = [u.name for u in us]
     unknown = [b for b in boundaries if b not in names]
     if unknown:
-        raise SpecError(f"{', '.join(unknown)} is not a block of this network (blocks are stem, blocks.S.B, head)",
-                        field="--at")
+        raise SpecError(
+            f"{', '.join(unknown)} is not a block of this network (blocks are stem, blocks.S.B, head)", parameter="at"
+        )
     cuts = sorted(names.index(b) for b in boundaries)
     if len(set(cuts)) != len(cuts) or 0 in cuts:
-        raise SpecError("stage boundaries must be distinct blocks after the stem", field="--at")
+        raise SpecError("stage boundaries must be distinct blocks after the stem", parameter="at")
     return _plan(us, cuts, costing)
 
 
@@ -241,7 +285,12 @@ def _nothing_fits(us: list[Unit], stages: int, costing: Costing) -> str:
         if optimal_cuts(us, stages, with_recompute) is not None:
             hints.append("recomputation")
     weights = max(u.params for u in us) * (costing.precision.weight_bytes + costing.precision.state_bytes) / 1e6
-    what = f"it fits with {' or '.join(hints)}" if hints else \
-        f"nothing does: the largest block's weights and optimizer state alone take {weights:.0f} MB"
-    return (f"no split into {stages} stages fits {budget_mb:.0f} MB per {costing.device.name} at micro-batch "
-            f"{costing.micro_batch}; {what}")
+    what = (
+        f"it fits with {' or '.join(hints)}"
+        if hints
+        else f"nothing does: the largest block's weights and optimizer state alone take {weights:.0f} MB"
+    )
+    return (
+        f"no split into {stages} stages fits {budget_mb:.0f} MB per {costing.device.name} at micro-batch "
+        f"{costing.micro_batch}; {what}"
+    )

@@ -2,22 +2,26 @@
 
 Compound scaling follows the reference EfficientNet exactly (tensorflow/tpu
 `efficientnet_model.round_filters` / `round_repeats`): channels x width rounded to the divisor,
-never below 90% of the unrounded value; repeats x depth rounded up. Group sizes are rounded to
-the divisor of each layer's channels nearest to the request (paper footnote 2), ties to the
-larger. Every rounding that changed a number is recorded.
+never below 90% of the unrounded value; repeats x depth rounded up. A group size that does not
+divide a layer's channels is rounded (paper footnote 2) by the spec's `group_rounding`: `size`
+takes the divisor of the channels nearest to the request (ties to the larger), `count` rounds the
+number of groups instead. Every rounding that changed a number is recorded.
+
+The ResolvedSpec carries everything later steps need from the spec (its source chain, the rounding
+rules in force), so that nothing downstream reaches back past it.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 
+from .errors import SpecError
+from .limits import MAX_BLOCKS, MAX_CHANNELS, check_resolution
+from .presets import PRESET_NAMES
 from .resolution import half_resolution
 from .spec import ModelSpec
-
-MAX_BLOCKS = 1024
-MAX_CHANNELS = 65536
 
 
 def round_channels(channels: float, divisor: int) -> int:
@@ -48,7 +52,7 @@ def mid_divisor(spec: ModelSpec, stage: int) -> int:
 
 
 def round_repeats(repeats: int, depth_multiplier: float) -> int:
-    return int(math.ceil(depth_multiplier * repeats))
+    return math.ceil(depth_multiplier * repeats)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -152,6 +156,25 @@ class ResolvedResolution:
     train: int
     test: tuple[int, ...]
 
+    def pick(self, value: str | int | None, parameter: str = "resolution") -> int:
+        """A resolution named by the user: pixels, or this network's 'native', 'half' or 'train'
+        resolution; None means the training resolution."""
+        if value is None:
+            return self.train
+        named = {"native": self.native, "half": self.half, "train": self.train}
+        if isinstance(value, str) and value in named:
+            pixels = named[value]
+            if pixels is None:
+                raise SpecError(f"this spec has no {value} resolution", parameter=parameter)
+            return pixels
+        try:
+            number = int(value)
+        except ValueError:
+            raise SpecError(
+                f"expected a pixel count, 'native', 'half' or 'train', got {value!r}", parameter=parameter
+            ) from None
+        return check_resolution(number, parameter)
+
 
 @dataclass(frozen=True)
 class ResolvedSpec:
@@ -170,7 +193,14 @@ class ResolvedSpec:
     expansion_ratio: float | None
     resolution: ResolvedResolution
     roundings: tuple[Rounding, ...]
-    spec: ModelSpec = field(repr=False, compare=False)
+    group_rounding: str  # size | count
+    mid_channel_rounding: str  # divisor | group
+    sources: tuple[str, ...]  # the spec's file, then its bases, ending with a preset if any
+
+    @property
+    def preset(self) -> str | None:
+        """The EfficientNet preset this network derives from, if any."""
+        return self.sources[-1] if self.sources and self.sources[-1] in PRESET_NAMES else None
 
     @property
     def num_stages(self) -> int:
@@ -178,7 +208,13 @@ class ResolvedSpec:
 
     @property
     def downsampling_layers(self) -> int:
-        return (self.stem.stride == 2) + sum(b.stride == 2 for b in self.blocks)
+        return stride2_layers(self.stem, self.blocks)
+
+
+def stride2_layers(stem: StemLayer, blocks: tuple[BlockLayer, ...] | list[BlockLayer]) -> int:
+    """How many layers downsample (stride 2): the one count the half rule, the IR, congruence and
+    fine-tuning's block boundaries all use."""
+    return (stem.stride == 2) + sum(b.stride == 2 for b in blocks)
 
 
 def resolve(spec: ModelSpec) -> ResolvedSpec:
@@ -194,8 +230,9 @@ def resolve(spec: ModelSpec) -> ResolvedSpec:
         if used != exact:
             roundings.append(Rounding(where, "channels", exact, used))
         if used > MAX_CHANNELS:
-            raise src.error(("width_multiplier",), f"{where} would have {used} channels; at most "
-                                                   f"{MAX_CHANNELS} are supported")
+            raise src.error(
+                ("width_multiplier",), f"{where} would have {used} channels; at most {MAX_CHANNELS} are supported"
+            )
         return used
 
     stem_out = scaled(spec.stem.channels, "stem.channels")
@@ -209,8 +246,9 @@ def resolve(spec: ModelSpec) -> ResolvedSpec:
         repeats.append(n)
     total = sum(repeats)
     if total > MAX_BLOCKS:
-        raise src.error(("depth_multiplier",), f"the network would have {total} blocks; at most {MAX_BLOCKS} "
-                                               "are supported")
+        raise src.error(
+            ("depth_multiplier",), f"the network would have {total} blocks; at most {MAX_BLOCKS} are supported"
+        )
 
     blocks: list[BlockLayer] = []
     in_ch = stem_out
@@ -225,35 +263,58 @@ def resolve(spec: ModelSpec) -> ResolvedSpec:
             if mid != in_ch * expansion:
                 roundings.append(Rounding(f"{name}.conv_pw", "mid channels", in_ch * expansion, mid))
             if mid > MAX_CHANNELS:
-                raise src.error(("expansion_ratio",), f"{name} would have {mid} channels; at most "
-                                                      f"{MAX_CHANNELS} are supported")
+                raise src.error(
+                    ("expansion_ratio",), f"{name} would have {mid} channels; at most {MAX_CHANNELS} are supported"
+                )
             g = nearest_group_size(requested_g, mid, spec.group_rounding)
             if g != requested_g:
                 roundings.append(Rounding(f"{name}.conv_dw", f"group size (of {mid} channels)", requested_g, g))
             se = max(1, int(in_ch * stage.se_ratio)) if stage.se_ratio > 0 else 0
-            blocks.append(BlockLayer(
-                name=name, stage=s, index=i, in_channels=in_ch, mid_channels=mid, out_channels=out_ch,
-                kernel=stage.kernel, stride=stage.stride if i == 0 else 1, expansion=expansion,
-                group_size=g, requested_group_size=requested_g, se_channels=se,
-                drop_path=spec.drop_path * len(blocks) / total,
-            ))
+            blocks.append(
+                BlockLayer(
+                    name=name,
+                    stage=s,
+                    index=i,
+                    in_channels=in_ch,
+                    mid_channels=mid,
+                    out_channels=out_ch,
+                    kernel=stage.kernel,
+                    stride=stage.stride if i == 0 else 1,
+                    expansion=expansion,
+                    group_size=g,
+                    requested_group_size=requested_g,
+                    se_channels=se,
+                    drop_path=spec.drop_path * len(blocks) / total,
+                )
+            )
             in_ch = out_ch
 
     head = scaled(spec.head.channels, "head.channels") if spec.head.channels else 0
     norm = NormConfig(spec.norm.type, spec.norm.groups, spec.norm.eps, spec.norm.pn_eps, spec.norm.momentum)
     _check_norm_groups(spec, norm, stem, blocks, head)
-    resolved = ResolvedSpec(
-        name=spec.name, description=spec.description, in_channels=spec.in_channels,
-        num_classes=spec.num_classes, stem=stem, blocks=tuple(blocks), head_channels=head,
-        head_in_channels=in_ch, dropout=spec.head.dropout, norm=norm, activation=spec.activation,
-        group_size=spec.group_size, expansion_ratio=spec.expansion_ratio,
-        resolution=ResolvedResolution(None, None, True, 0, ()), roundings=tuple(roundings), spec=spec,
+    return ResolvedSpec(
+        name=spec.name,
+        description=spec.description,
+        in_channels=spec.in_channels,
+        num_classes=spec.num_classes,
+        stem=stem,
+        blocks=tuple(blocks),
+        head_channels=head,
+        head_in_channels=in_ch,
+        dropout=spec.head.dropout,
+        norm=norm,
+        activation=spec.activation,
+        group_size=spec.group_size,
+        expansion_ratio=spec.expansion_ratio,
+        resolution=_resolution(spec, stride2_layers(stem, blocks)),
+        roundings=tuple(roundings),
+        group_rounding=spec.group_rounding,
+        mid_channel_rounding=spec.mid_channel_rounding,
+        sources=spec.source.chain,
     )
-    return _with_resolution(resolved)
 
 
-def _check_norm_groups(spec: ModelSpec, norm: NormConfig, stem: StemLayer, blocks: list[BlockLayer],
-                       head: int) -> None:
+def _check_norm_groups(spec: ModelSpec, norm: NormConfig, stem: StemLayer, blocks: list[BlockLayer], head: int) -> None:
     if norm.base != "gn":
         return
     layers = [("the stem", stem.out_channels)]
@@ -266,7 +327,8 @@ def _check_norm_groups(spec: ModelSpec, norm: NormConfig, stem: StemLayer, block
             raise spec.source.error(
                 ("norm", "groups"),
                 f"{norm.groups} groups do not divide the {channels} channels of {layer}; choose a "
-                f"group count that divides every layer's channels (e.g. {_common_divisor_hint(layers)})")
+                f"group count that divides every layer's channels (e.g. {_common_divisor_hint(layers)})",
+            )
 
 
 def _common_divisor_hint(layers: list[tuple[str, int]]) -> int:
@@ -276,24 +338,26 @@ def _common_divisor_hint(layers: list[tuple[str, int]]) -> int:
     return max(d for d in divisors(g) if d <= 32)
 
 
-def _with_resolution(res: ResolvedSpec) -> ResolvedSpec:
-    spec = res.spec
+def _resolution(spec: ModelSpec, n: int) -> ResolvedResolution:
+    """Train and test resolutions in pixels; `n` stride-2 layers decide the half rule."""
     r = spec.resolution
-    n = res.downsampling_layers
     half, given = r.half, r.half is not None
     if half is None and r.native is not None:
         half = half_resolution(r.native, n)
     if r.train == "native":
         if r.native is None:
-            raise spec.source.error(("resolution", "train"), "'native' needs resolution.native (or a preset "
-                                                             "base); give a pixel count instead")
+            raise spec.source.error(
+                ("resolution", "train"),
+                "'native' needs resolution.native (or a preset base); give a pixel count instead",
+            )
         train = r.native
     elif r.train == "half":
         if half is None:
-            raise spec.source.error(("resolution", "train"), "'half' needs resolution.native or "
-                                                             "resolution.half (or a preset base)")
+            raise spec.source.error(
+                ("resolution", "train"), "'half' needs resolution.native or resolution.half (or a preset base)"
+            )
         train = half
     else:
         train = r.train
     test = tuple(r.test) or ((r.native,) if r.native else (train,))
-    return replace(res, resolution=ResolvedResolution(r.native, half, given, train, test))
+    return ResolvedResolution(r.native, half, given, train, test)

@@ -14,10 +14,11 @@ from typing import Any, Literal, Optional, Union
 
 from pydantic import Field, PrivateAttr, field_validator
 
-from .errors import FieldPath, SpecError
+from .errors import FieldPath, Location, SpecError
+from .limits import MAX_EXPANSION, MAX_GROUP_SIZE, MAX_RESOLUTION, MIN_EXPANSION, MIN_RESOLUTION
 from .presets import PRESET_NAMES, preset
 from .validation import SourceMap, Strict, did_you_mean, validate
-from .yaml_source import Document, read_yaml_file
+from .yaml_source import Document, dump_yaml, read_yaml_file
 
 NormType = Literal["bn", "gn", "ln", "gn+pn", "ln+pn"]
 ActivationName = Literal["silu", "relu", "gelu"]
@@ -44,10 +45,12 @@ class StageSpec(Strict):
     repeats: int = Field(1, ge=1, le=64, description="Blocks in the stage before depth scaling.")
     kernel: int = Field(3, ge=1, le=15, description="Odd kernel size of the spatial (grouped) conv.")
     stride: Literal[1, 2] = Field(1, description="Stride of the stage's first block.")
-    expansion: float = Field(6.0, ge=1, le=16, description="Mid channels = input channels x expansion.")
+    expansion: float = Field(
+        6.0, ge=MIN_EXPANSION, le=MAX_EXPANSION, description="Mid channels = input channels x expansion."
+    )
     channels: int = Field(ge=1, le=8192, description="Output channels before width scaling.")
     se_ratio: float = Field(0.25, ge=0, le=1, description="Squeeze-excite channels = input x ratio; 0 = no SE.")
-    group_size: Optional[int] = Field(None, ge=1, le=4096, description="Overrides the global group_size.")
+    group_size: Optional[int] = Field(None, ge=1, le=MAX_GROUP_SIZE, description="Overrides the global group_size.")
 
     _odd = field_validator("kernel")(_odd_kernel)
 
@@ -69,8 +72,12 @@ TrainResolution = Union[Literal["native", "half"], int]
 
 
 class ResolutionSpec(Strict):
-    native: Optional[int] = Field(None, ge=8, le=4096, description="The model's native resolution (Table 1).")
-    half: Optional[int] = Field(None, ge=8, le=4096, description="Half resolution; derived when absent.")
+    native: Optional[int] = Field(
+        None, ge=MIN_RESOLUTION, le=MAX_RESOLUTION, description="The model's native resolution (Table 1)."
+    )
+    half: Optional[int] = Field(
+        None, ge=MIN_RESOLUTION, le=MAX_RESOLUTION, description="Half resolution; derived when absent."
+    )
     train: TrainResolution = Field("native", description="native | half | a pixel count.")
     test: list[int] = Field(default_factory=list, max_length=64, description="Test resolutions.")
 
@@ -79,16 +86,18 @@ class ResolutionSpec(Strict):
     def _train(cls, value: Any) -> Any:
         if value in ("native", "half"):
             return value
-        if isinstance(value, int) and not isinstance(value, bool) and 8 <= value <= 4096:
+        if isinstance(value, int) and not isinstance(value, bool) and MIN_RESOLUTION <= value <= MAX_RESOLUTION:
             return value
-        raise ValueError(f"must be 'native', 'half' or an integer from 8 to 4096, got {value!r}")
+        raise ValueError(
+            f"must be 'native', 'half' or an integer from {MIN_RESOLUTION} to {MAX_RESOLUTION}, got {value!r}"
+        )
 
     @field_validator("test")
     @classmethod
     def _test(cls, value: list[int]) -> list[int]:
         for r in value:
-            if not 8 <= r <= 4096:
-                raise ValueError(f"test resolutions must be from 8 to 4096, got {r}")
+            if not MIN_RESOLUTION <= r <= MAX_RESOLUTION:
+                raise ValueError(f"test resolutions must be from {MIN_RESOLUTION} to {MAX_RESOLUTION}, got {r}")
         return value
 
 
@@ -104,28 +113,38 @@ class ModelSpec(Strict):
     stem: StemSpec = Field(default_factory=StemSpec)
     stages: list[StageSpec] = Field(min_length=1, max_length=32)
     head: HeadSpec = Field(default_factory=HeadSpec)
-    group_size: int = Field(1, ge=1, le=4096, description="Group size of every spatial conv; 1 = depthwise.")
+    group_size: int = Field(1, ge=1, le=MAX_GROUP_SIZE, description="Group size of every spatial conv; 1 = depthwise.")
     expansion_ratio: Optional[float] = Field(
-        None, ge=1, le=16, description="Global expansion ratio; stages whose expansion is 1 keep 1.")
+        None,
+        ge=MIN_EXPANSION,
+        le=MAX_EXPANSION,
+        description="Global expansion ratio; stages whose expansion is 1 keep 1.",
+    )
     mid_channel_rounding: Literal["divisor", "group"] = Field(
-        "divisor", description="Expanded channels (input x expansion) are rounded to channel_divisor, or with "
-                               "'group' to a multiple of the group size as well, so that no grouped conv needs "
-                               "its group size rounded.")
+        "divisor",
+        description="Expanded channels (input x expansion) are rounded to channel_divisor, or with "
+        "'group' to a multiple of the group size as well, so that no grouped conv needs "
+        "its group size rounded.",
+    )
     group_rounding: Literal["size", "count"] = Field(
-        "size", description="When the group size does not divide a layer's channels C (paper footnote 2): 'size' "
-                            "uses the divisor of C nearest G; 'count' rounds the number of groups to the divisor "
-                            "of C nearest C/G, the reading that reproduces every P of the paper's Table 2.")
+        "size",
+        description="When the group size does not divide a layer's channels C (paper footnote 2): 'size' "
+        "uses the divisor of C nearest G; 'count' rounds the number of groups to the divisor "
+        "of C nearest C/G, the reading that reproduces every P of the paper's Table 2.",
+    )
     norm: NormSpec = Field(default_factory=NormSpec)
     activation: ActivationName = "silu"
-    drop_path: float = Field(0.0, ge=0, lt=1, description="Stochastic-depth rate, scaled linearly from 0 at the first block (as timm).")
+    drop_path: float = Field(
+        0.0, ge=0, lt=1, description="Stochastic-depth rate, scaled linearly from 0 at the first block (as timm)."
+    )
     resolution: ResolutionSpec = Field(default_factory=ResolutionSpec)
     num_classes: int = Field(1000, ge=1, le=100_000)
     in_channels: int = Field(3, ge=1, le=64)
 
-    _source: "SourceMap" = PrivateAttr(default=None)
+    _source: Optional[SourceMap] = PrivateAttr(default=None)
 
     @property
-    def source(self) -> "SourceMap":
+    def source(self) -> SourceMap:
         return self._source if self._source is not None else SourceMap(root_file="<dict>")
 
 
@@ -133,7 +152,7 @@ class ModelSpec(Strict):
 # loading
 
 
-def _merge(base: dict, child: dict, path: FieldPath, replaced: list[FieldPath]) -> dict:
+def _merge(base: dict[str, Any], child: dict[str, Any], path: FieldPath, replaced: list[FieldPath]) -> dict[str, Any]:
     """Deep-merge `child` over `base`: mappings merge key by key, anything else is replaced.
 
     One exception: a half resolution belongs to its native one, so a child that sets
@@ -144,10 +163,10 @@ def _merge(base: dict, child: dict, path: FieldPath, replaced: list[FieldPath]) 
     out = dict(base)
     for key, value in child.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value, path + (key,), replaced)
+            out[key] = _merge(out[key], value, (*path, key), replaced)
         else:
             out[key] = value
-            replaced.append(path + (key,))
+            replaced.append((*path, key))
     return out
 
 
@@ -156,7 +175,9 @@ def _under(path: FieldPath, prefixes: list[FieldPath]) -> bool:
 
 
 def _merge_sources(base: SourceMap, child: Document, replaced: list[FieldPath]) -> SourceMap:
-    keep = lambda table: {p: loc for p, loc in table.items() if not _under(p, replaced)}  # noqa: E731
+    def keep(table: dict[FieldPath, Location]) -> dict[FieldPath, Location]:
+        return {p: loc for p, loc in table.items() if not _under(p, replaced)}
+
     return SourceMap(
         root_file=child.file,
         value_at={**keep(base.value_at), **child.value_at},
@@ -176,43 +197,51 @@ def _looks_like_path(name: str) -> bool:
     return name.endswith((".yaml", ".yml")) or "/" in name or "\\" in name
 
 
-def _load_chain(doc: Document, here: Path, chain: tuple[Path, ...]) -> tuple[dict, SourceMap]:
+def _load_chain(doc: Document, here: Path, chain: tuple[Path, ...]) -> tuple[dict[str, Any], SourceMap]:
     """Resolve `doc`'s base chain; returns the merged mapping and its source map."""
     base_name = doc.data.get("base")
     if base_name is None:
         return doc.data, SourceMap(doc.file, dict(doc.value_at), dict(doc.key_at), (doc.file,))
     where = doc.value_at.get(("base",))
     if not isinstance(base_name, str) or not base_name:
-        raise SpecError(f"must be a preset name or a path to a spec, got {base_name!r}", field="base",
-                        location=where, file=doc.file)
+        raise SpecError(
+            f"must be a preset name or a path to a spec, got {base_name!r}", field="base", location=where, file=doc.file
+        )
     replaced: list[FieldPath] = []
     if base_name in PRESET_NAMES:
         base_data = {k: v for k, v in preset(base_name).items() if k != "name"}  # never inherit a name
         merged = _merge(base_data, doc.data, (), replaced)
         return merged, _merge_sources(SourceMap(base_name, chain=(base_name,)), doc, replaced)
     if not _looks_like_path(base_name):
-        raise SpecError(f"unknown preset {base_name!r}{did_you_mean(base_name, list(PRESET_NAMES))}; "
-                        f"presets are {', '.join(PRESET_NAMES)}, or give a path ending in .yaml",
-                        field="base", location=where, file=doc.file)
+        raise SpecError(
+            f"unknown preset {base_name!r}{did_you_mean(base_name, list(PRESET_NAMES))}; "
+            f"presets are {', '.join(PRESET_NAMES)}, or give a path ending in .yaml",
+            field="base",
+            location=where,
+            file=doc.file,
+        )
     base_path = (here / base_name).resolve()
     if base_path in chain:
-        cycle = " -> ".join(_display(p) for p in chain + (base_path,))
+        cycle = " -> ".join(_display(p) for p in (*chain, base_path))
         raise SpecError(f"cyclic base: {cycle}", field="base", location=where, file=doc.file)
     if len(chain) >= MAX_BASE_CHAIN:
-        raise SpecError(f"more than {MAX_BASE_CHAIN} levels of base specs", field="base",
-                        location=where, file=doc.file)
+        raise SpecError(f"more than {MAX_BASE_CHAIN} levels of base specs", field="base", location=where, file=doc.file)
     if not base_path.is_file():
-        raise SpecError(f"base spec {base_name!r} not found (looked for {_display(base_path)})",
-                        field="base", location=where, file=doc.file)
+        raise SpecError(
+            f"base spec {base_name!r} not found (looked for {_display(base_path)})",
+            field="base",
+            location=where,
+            file=doc.file,
+        )
     base_doc = read_yaml_file(base_path, _display(base_path))
-    base_data, base_source = _load_chain(base_doc, base_path.parent, chain + (base_path,))
+    base_data, base_source = _load_chain(base_doc, base_path.parent, (*chain, base_path))
     base_data = dict(base_data)
     base_data.pop("name", None)  # a derived spec never silently carries its parent's name
     merged = _merge(base_data, doc.data, (), replaced)
     return merged, _merge_sources(base_source, doc, replaced)
 
 
-def _validated(data: dict, source: SourceMap) -> ModelSpec:
+def _validated(data: dict[str, Any], source: SourceMap) -> ModelSpec:
     spec = validate(ModelSpec, data, source)
     spec._source = source
     return spec
@@ -239,13 +268,21 @@ def load_spec(source: Union[str, Path, Mapping[str, Any], ModelSpec]) -> ModelSp
     path = Path(source)
     shown = str(source)
     if isinstance(source, str) and not path.exists() and not _looks_like_path(source):
-        raise SpecError(f"unknown preset {source!r}{did_you_mean(source, list(PRESET_NAMES))} and no such file; "
-                        f"presets are {', '.join(PRESET_NAMES)}", file=shown)
+        raise SpecError(
+            f"unknown preset {source!r}{did_you_mean(source, list(PRESET_NAMES))} and no such file; "
+            f"presets are {', '.join(PRESET_NAMES)}",
+            file=shown,
+        )
     doc = read_yaml_file(path, shown)
     data, sources = _load_chain(doc, path.resolve().parent, (path.resolve(),))
     if "name" not in doc.data:
         data = {**data, "name": _default_name(path)}
     return _validated(data, sources)
+
+
+def spec_yaml(spec: ModelSpec, header: str = "") -> str:
+    """The spec as a standalone YAML file: every field written out, no `base:`."""
+    return header + dump_yaml(spec.model_dump(mode="json", exclude_none=True, exclude={"base"}))
 
 
 def spec_json_schema() -> dict[str, Any]:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic_core import ErrorDetails
 
 from .errors import FieldPath, Location, SpecError, format_path
 
@@ -48,9 +49,14 @@ def did_you_mean(word: str, options: list[str]) -> str:
 
 
 _TYPE_WORDS = {
-    "int_type": "an integer", "float_type": "a number", "string_type": "a string",
-    "bool_type": "true or false", "dict_type": "a mapping", "model_type": "a mapping",
-    "list_type": "a list", "literal_error": None,
+    "int_type": "an integer",
+    "float_type": "a number",
+    "string_type": "a string",
+    "bool_type": "true or false",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "list_type": "a list",
+    "literal_error": None,
 }
 
 
@@ -59,7 +65,7 @@ def _short(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def _humanize(err: dict, model_fields: list[str] | None) -> str:
+def _humanize(err: ErrorDetails, model_fields: list[str] | None) -> str:
     kind, ctx, value = err["type"], err.get("ctx") or {}, err.get("input")
     got = f"got {_short(value)}"
     if kind == "missing":
@@ -73,8 +79,12 @@ def _humanize(err: dict, model_fields: list[str] | None) -> str:
         return f"must be {ctx['expected']}, {got}"
     if kind in _TYPE_WORDS:
         return f"must be {_TYPE_WORDS[kind]}, {got} ({type(value).__name__})"
-    bounds = {"greater_than_equal": (">=", "ge"), "greater_than": (">", "gt"),
-              "less_than_equal": ("<=", "le"), "less_than": ("<", "lt")}
+    bounds = {
+        "greater_than_equal": (">=", "ge"),
+        "greater_than": (">", "gt"),
+        "less_than_equal": ("<=", "le"),
+        "less_than": ("<", "lt"),
+    }
     if kind in bounds:
         op, key = bounds[kind]
         return f"must be {op} {ctx[key]}, {got}"
@@ -93,7 +103,7 @@ def _humanize(err: dict, model_fields: list[str] | None) -> str:
     return f"{err['msg']}, {got}"
 
 
-def _fields_at(root: type[BaseModel], loc: tuple) -> list[str] | None:
+def _fields_at(root: type[BaseModel], loc: tuple[int | str, ...]) -> list[str] | None:
     """Field names allowed at the mapping that `loc` (ending in an unknown key) belongs to."""
     model: Any = root
     for part in loc[:-1]:
@@ -111,7 +121,7 @@ def _fields_at(root: type[BaseModel], loc: tuple) -> list[str] | None:
     return list(model.model_fields)
 
 
-def validate(model: type[M], data: dict, source: SourceMap) -> M:
+def validate(model: type[M], data: dict[str, Any], source: SourceMap) -> M:
     """`model.model_validate(data)`, with the first error (in file order) as one located line."""
     try:
         instance = model.model_validate(data)
@@ -124,12 +134,15 @@ def validate(model: type[M], data: dict, source: SourceMap) -> M:
             location = source.locate(loc, key=is_key)
             message = _humanize(err, _fields_at(model, loc) if is_key else None)
             errors.append((location, loc, message))
-        errors.sort(key=lambda e: (e[0] is None, e[0].file != source.root_file if e[0] else 0,
-                                   (e[0].line, e[0].column) if e[0] else (0, 0)))
+        errors.sort(
+            key=lambda e: (
+                e[0] is None,
+                e[0].file != source.root_file if e[0] else 0,
+                (e[0].line, e[0].column) if e[0] else (0, 0),
+            )
+        )
         location, loc, message = errors[0]
         if len(errors) > 1:
             message += f" (+{len(errors) - 1} more error{'s' if len(errors) > 2 else ''})"
         raise SpecError(message, field=format_path(loc), location=location, file=source.root_file) from None
     return instance
-
-

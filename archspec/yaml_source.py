@@ -1,4 +1,4 @@
-"""Safe YAML reading that remembers where every value came from.
+"""Safe YAML reading that remembers where every value came from, and the one YAML writer.
 
 PyYAML composes the document into a node tree (no Python objects are built); we then turn the
 nodes into plain dicts, lists and scalars ourselves, accepting only the core scalar tags. That
@@ -8,6 +8,7 @@ position, alias expansion is bounded (alias bombs), and every field path maps to
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,8 +63,9 @@ class _Converter:
     def convert(self, node: yaml.Node, path: FieldPath, active: frozenset[int]) -> Any:
         self.expanded += 1
         if self.expanded > MAX_EXPANDED_NODES:
-            raise self.fail(node, path, f"document expands to more than {MAX_EXPANDED_NODES} values "
-                                        "(aliases nested too deep?)")
+            raise self.fail(
+                node, path, f"document expands to more than {MAX_EXPANDED_NODES} values (aliases nested too deep?)"
+            )
         if len(path) > MAX_DEPTH:
             raise self.fail(node, path, f"nesting deeper than {MAX_DEPTH} levels")
         if id(node) in active:
@@ -72,8 +74,11 @@ class _Converter:
         if isinstance(node, yaml.ScalarNode):
             construct = _SCALARS.get(node.tag)
             if construct is None:
-                raise self.fail(node, path, f"unsupported YAML tag {node.tag!r}: only plain "
-                                            "strings, numbers, booleans and null are allowed")
+                raise self.fail(
+                    node,
+                    path,
+                    f"unsupported YAML tag {node.tag!r}: only plain strings, numbers, booleans and null are allowed",
+                )
             try:
                 return construct(self._constructor, node)
             except (ValueError, yaml.YAMLError) as exc:
@@ -82,24 +87,27 @@ class _Converter:
         if isinstance(node, yaml.SequenceNode):
             if node.tag != _SEQ_TAG:
                 raise self.fail(node, path, f"unsupported YAML tag {node.tag!r} on a list")
-            return [self.convert(item, path + (i,), active) for i, item in enumerate(node.value)]
+            return [self.convert(item, (*path, i), active) for i, item in enumerate(node.value)]
         if isinstance(node, yaml.MappingNode):
             if node.tag != _MAP_TAG:
                 raise self.fail(node, path, f"unsupported YAML tag {node.tag!r} on a mapping")
             out: dict[str, Any] = {}
             for key_node, value_node in node.value:
                 if key_node.tag == "tag:yaml.org,2002:merge":
-                    raise self.fail(key_node, path, "YAML merge keys ('<<') are not supported; "
-                                                    "use 'base:' to inherit from another spec")
+                    raise self.fail(
+                        key_node,
+                        path,
+                        "YAML merge keys ('<<') are not supported; use 'base:' to inherit from another spec",
+                    )
                 if not (isinstance(key_node, yaml.ScalarNode) and key_node.tag == "tag:yaml.org,2002:str"):
                     raise self.fail(key_node, path, f"keys must be plain strings, got {key_node.value!r}")
                 key = key_node.value
+                here = (*path, key)
                 if key in out:
-                    first = self.key_at[path + (key,)]
-                    raise self.fail(key_node, path + (key,),
-                                    f"duplicate key (first defined at line {first.line})")
-                self.key_at[path + (key,)] = _location(self.file, key_node)
-                out[key] = self.convert(value_node, path + (key,), active)
+                    first = self.key_at[here]
+                    raise self.fail(key_node, here, f"duplicate key (first defined at line {first.line})")
+                self.key_at[here] = _location(self.file, key_node)
+                out[key] = self.convert(value_node, here, active)
             return out
         raise self.fail(node, path, f"unsupported YAML node {type(node).__name__}")
 
@@ -121,13 +129,14 @@ def parse_yaml(text: str, file: str) -> Document:
     if not documents:
         raise SpecError("the file is empty: a spec is a YAML mapping (name, base, stages, ...)", file=file)
     if len(documents) > 1:
-        raise SpecError(f"expected one YAML document, found {len(documents)} (remove the '---' separators)",
-                        location=_location(file, documents[1]))
+        raise SpecError(
+            f"expected one YAML document, found {len(documents)} (remove the '---' separators)",
+            location=_location(file, documents[1]),
+        )
     root = documents[0]
     if not isinstance(root, yaml.MappingNode):
         kind = "a list" if isinstance(root, yaml.SequenceNode) else f"the scalar {root.value!r}"
-        raise SpecError(f"the top level must be a mapping of spec fields, got {kind}",
-                        location=_location(file, root))
+        raise SpecError(f"the top level must be a mapping of spec fields, got {kind}", location=_location(file, root))
     converter = _Converter(file)
     try:
         data = converter.convert(root, (), frozenset())
@@ -152,3 +161,10 @@ def read_yaml_file(path: Path, shown_as: str) -> Document:
     except UnicodeDecodeError as exc:
         raise SpecError(f"not UTF-8 text (byte {exc.start})", file=shown_as) from None
     return parse_yaml(text, shown_as)
+
+
+def dump_yaml(data: dict[str, Any]) -> str:
+    """A spec, recipe or resolved network as YAML, keys in the given order. Every file archspec
+    writes as YAML goes through here."""
+    # through JSON: tuples become lists and anything not plain fails loudly, so safe_dump can write it
+    return yaml.safe_dump(json.loads(json.dumps(data)), sort_keys=False)

@@ -11,10 +11,21 @@ import torch.nn.functional as F
 from torch import nn
 
 from archspec.errors import SpecError
+from archspec.graph import build_graph
+from archspec.resolve import ResolvedSpec
 
 
-def measure(model: nn.Module, device: str, batch: int, resolution: int, train: bool, compiled: bool,
-            steps: int, in_channels: int = 3, classes: int = 1000) -> dict[str, float]:
+def measure(
+    model: nn.Module,
+    device: str,
+    batch: int,
+    resolution: int,
+    train: bool,
+    compiled: bool,
+    steps: int,
+    in_channels: int = 3,
+    classes: int = 1000,
+) -> dict[str, float]:
     """Median seconds per batch after warm-up (forward, or forward + backward with --train)."""
     gpu = device == "cuda"
     model = model.to(device).train(train)
@@ -48,48 +59,70 @@ def measure(model: nn.Module, device: str, batch: int, resolution: int, train: b
     return {"seconds_per_batch": median, "images_per_s": batch / median, "first_batch_s": first}
 
 
-def timm_equivalent(base: Optional[str], res: Any, params: int) -> tuple[Optional[nn.Module], str]:
+def timm_equivalent(res: ResolvedSpec, params: int) -> tuple[Optional[nn.Module], str]:
     """timm's EfficientNet for the spec's preset and group size, if it is the same network: BN,
     SiLU, the preset's expansion ratios, 3 inputs, and the same parameters."""
-    from archspec.presets import PRESET_NAMES
-
-    if base not in PRESET_NAMES:
+    base = res.preset
+    if base is None:
         return None, "the spec has no EfficientNet preset base"
     import timm
 
     name = base.replace("-", "_")
-    differs = [what for what, same in (("norm", res.norm.type == "bn"), ("activation", res.activation == "silu"),
-                                        ("expansion ratio", res.expansion_ratio in (None, 6)),
-                                        ("input channels", res.in_channels == 3)) if not same]
+    differs = [
+        what
+        for what, same in (
+            ("norm", res.norm.type == "bn"),
+            ("activation", res.activation == "silu"),
+            ("expansion ratio", res.expansion_ratio in (None, 6)),
+            ("input channels", res.in_channels == 3),
+        )
+        if not same
+    ]
     if differs:
         return None, f"timm's {name} is not the same network ({', '.join(differs)} differ)"
     group_size = res.group_size
     model = timm.create_model(name, group_size=group_size if group_size > 1 else None, num_classes=res.num_classes)
     theirs = sum(p.numel() for p in model.parameters())
     if theirs != params:
-        return None, (f"timm's {name} (group_size={group_size}) has {theirs:,} parameters, this spec {params:,}: "
-                      "not the same network (timm takes no expansion ratio or archspec's group-size rounding)")
+        return None, (
+            f"timm's {name} (group_size={group_size}) has {theirs:,} parameters, this spec {params:,}: "
+            "not the same network (timm takes no expansion ratio or archspec's group-size rounding)"
+        )
     return model, f"timm {name}, group_size={group_size}"
 
 
-def bench(spec: Any, device: str, batch: int, resolution: int, train: bool, compiled: bool, vs_timm: bool,
-          steps: int) -> dict[str, Any]:
-    from archspec.api import as_resolved
-
-    from .model import build_model
+def bench(
+    res: ResolvedSpec,
+    device: str,
+    batch: int,
+    resolution: int | str | None,
+    train: bool,
+    compiled: bool,
+    vs_timm: bool,
+    steps: int,
+) -> dict[str, Any]:
+    """Images/s of the spec's model at `resolution` (pixels, native, half or train), and of timm's
+    equivalent if asked."""
+    from .model import model_from_graph
 
     if device == "cuda" and not torch.cuda.is_available():
-        raise SpecError("CUDA is not available on this machine; use --device cpu", field="--device")
-    res = as_resolved(spec)
-    model = build_model(res)
+        raise SpecError("CUDA is not available on this machine; use --device cpu", parameter="device")
+    resolution = res.resolution.pick(resolution)
+    model = model_from_graph(build_graph(res))
     params = sum(p.numel() for p in model.parameters())
     shape = dict(in_channels=res.in_channels, classes=res.num_classes)
-    result: dict[str, Any] = {"name": res.name, "device": device, "batch_size": batch, "resolution": resolution,
-                              "mode": "train" if train else "inference", "compiled": compiled, "params": params,
-                              "archspec": measure(model, device, batch, resolution, train, compiled, steps, **shape)}
+    result: dict[str, Any] = {
+        "name": res.name,
+        "device": device,
+        "batch_size": batch,
+        "resolution": resolution,
+        "mode": "train" if train else "inference",
+        "compiled": compiled,
+        "params": params,
+        "archspec": measure(model, device, batch, resolution, train, compiled, steps, **shape),
+    }
     if vs_timm:
-        chain = res.spec.source.chain  # this spec, its bases, a preset last if there is one
-        reference, note = timm_equivalent(chain[-1] if chain else None, res, params)
+        reference, note = timm_equivalent(res, params)
         result["timm_note"] = note
         if reference is not None:
             result["timm"] = measure(reference, device, batch, resolution, train, compiled, steps, **shape)

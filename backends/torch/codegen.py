@@ -1,9 +1,10 @@
 """Standalone PyTorch source for a spec: DIR/model.py, needing nothing but torch.
 
-The generated file carries the very classes the live backend uses (their source is copied in, so
-they cannot drift; only the drop-path layer is the template's own, torchvision being unavailable) and a `build()` that instantiates one literal layer per IR node, stage by
-stage, with each stage's shapes and cost in a comment. Its parameter names equal
-`archspec.build_model(spec)`'s.
+The generated file carries the very classes the live backend uses (their source is copied in from
+layers.py and norms.py, read as text so that generating needs no torch, and so they cannot drift;
+only the drop-path layer is the template's own, torchvision being unavailable) and a `build()`
+that instantiates one literal layer per IR node, stage by stage, with each stage's shapes and cost
+in a comment. Its parameter names equal `archspec.build_model(spec)`'s.
 
 Nothing from a spec reaches the source except through `literal()` (Python literals, via repr) or
 `comment()` (printable characters only, on one line): a spec cannot inject code.
@@ -11,23 +12,29 @@ Nothing from a spec reaches the source except through `literal()` (Python litera
 
 from __future__ import annotations
 
-import inspect
+import ast
+import functools
 import re
+from pathlib import Path
 from typing import Any
 
 import jinja2
 import networkx as nx
 
-from archspec import __version__
+from archspec._version import __version__
 from archspec.cost import by, human, totals
-from archspec.graph import layers
+from archspec.graph import info, layers
 
-from . import layers as torch_layers
-from . import norms
-from .model import LeafSpec, UnitLayers, unit_layers
+from .leaves import LeafSpec, UnitLayers, unit_layers
 
-_ENV = jinja2.Environment(loader=jinja2.PackageLoader("archspec.backends.torch", "templates"),
-                          autoescape=False, keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
+HERE = Path(__file__).resolve().parent
+
+_ENV = jinja2.Environment(
+    loader=jinja2.PackageLoader("archspec.backends.torch", "templates"),
+    autoescape=False,
+    keep_trailing_newline=True,
+    undefined=jinja2.StrictUndefined,
+)
 
 
 def literal(value: Any) -> str:
@@ -57,10 +64,30 @@ def _drop_path_code(rate: float) -> str:
     return f"DropPath({literal(rate)})" if rate > 0 else "nn.Identity()"
 
 
+@functools.cache
+def _definitions(module: str) -> dict[str, str]:
+    """The source text of every top-level definition and constant of layers.py or norms.py."""
+    text = (HERE / f"{module}.py").read_text()
+    out = {}
+    for item in ast.parse(text).body:
+        if isinstance(item, (ast.ClassDef, ast.FunctionDef)):
+            out[item.name] = ast.get_source_segment(text, item) or ""
+        elif isinstance(item, ast.Assign) and isinstance(item.targets[0], ast.Name):
+            out[item.targets[0].id] = ast.get_source_segment(text, item) or ""
+    return out
+
+
+def _constructor_parameters(class_name: str) -> list[str]:
+    """The parameters of a block class's __init__ in layers.py, in order."""
+    tree = ast.parse(_definitions("layers")[class_name])
+    init = next(f for f in ast.walk(tree) if isinstance(f, ast.FunctionDef) and f.name == "__init__")
+    return [a.arg for a in init.args.args[1:]]
+
+
 def _block_code(block: UnitLayers, indent: str) -> str:
     add = block.add
     parts = {k: call(s) for k, s in block.leaves.items()}
-    order = list(inspect.signature(getattr(torch_layers, block.block_kind)).parameters)
+    order = _constructor_parameters(block.block_kind)
     parts["drop_path"] = _drop_path_code(add["drop_path"]) if add else "nn.Identity()"
     parts["has_skip"] = literal(add is not None)
     inner = f",\n{indent}    ".join(f"{key}={parts[key]}" for key in order)
@@ -69,46 +96,71 @@ def _block_code(block: UnitLayers, indent: str) -> str:
 
 def _sources(proxy: bool) -> str:
     """The classes and helpers of the live backend that the generated file needs, verbatim."""
-    pieces: list[Any] = [norms.make_activation]
+    norms, torch_layers = _definitions("norms"), _definitions("layers")
+    pieces = [norms["make_activation"]]
     if proxy:
-        pieces += [norms._normal_pdf, norms._normal_cdf, norms.relu_gaussian_moments, norms.gauss_legendre,
-                   norms.ProxyMoments]
-    pieces += [norms.NormAct, torch_layers.SqueezeExcite, torch_layers.DepthwiseSeparable,
-               torch_layers.InvertedResidual, torch_layers.GlobalPool, torch_layers.EfficientNet]
-    return "\n\n\n".join(inspect.getsource(p).rstrip() for p in pieces)
+        pieces += [
+            norms[name]
+            for name in ("_normal_pdf", "_normal_cdf", "relu_gaussian_moments", "gauss_legendre", "ProxyMoments")
+        ]
+    pieces += [norms["NormAct"]] + [
+        torch_layers[name]
+        for name in ("SqueezeExcite", "DepthwiseSeparable", "InvertedResidual", "GlobalPool", "EfficientNet")
+    ]
+    return "\n\n\n".join(p.rstrip() for p in pieces)
 
 
-def generate_model_source(g: nx.DiGraph) -> str:
-    res = g.graph["resolved"]
+def generate_model_source(g: nx.DiGraph[str]) -> str:
+    res = info(g)["resolved"]
     nodes = dict(layers(g))
     walked = unit_layers(g)
     blocks_by_stage: dict[int, list[str]] = {}
-    for unit, parts in walked.items():
+    for unit, unit_parts in walked.items():
         if unit.startswith("blocks."):
-            blocks_by_stage.setdefault(int(unit.split(".")[1]), []).append(_block_code(parts, " " * 12))
+            blocks_by_stage.setdefault(int(unit.split(".")[1]), []).append(_block_code(unit_parts, " " * 12))
     stage_costs = by(g, "stage")
     stages = []
     for s, blocks in blocks_by_stage.items():
         members = [d for d in nodes.values() if d["stage"] == s]
         c = stage_costs[s]
-        shape_in, shape_out = ("x".join(map(str, shape)) for shape in (members[0]["in_shape"], members[-1]["out_shape"]))
-        stages.append({"blocks": blocks, "comment": comment(
-            f"stage {s}: {shape_in} -> {shape_out}, {len(blocks)} block{'s' * (len(blocks) > 1)}, {human(c.params)} params, "
-            f"{human(c.macs)} MACs")})
-    parts = {k: call(s) for unit in ("stem", "head") for k, s in walked[unit].leaves.items()}
+        shape_in, shape_out = (
+            "x".join(map(str, shape)) for shape in (members[0]["in_shape"], members[-1]["out_shape"])
+        )
+        stages.append(
+            {
+                "blocks": blocks,
+                "comment": comment(
+                    f"stage {s}: {shape_in} -> {shape_out}, {len(blocks)} block{'s' * (len(blocks) > 1)}, "
+                    f"{human(c.params)} params, {human(c.macs)} MACs"
+                ),
+            }
+        )
+    stem_and_head = {k: call(s) for unit in ("stem", "head") for k, s in walked[unit].leaves.items()}
     total = totals(g)
     summary = {
-        "name": res.name, "description": res.description, "sources": list(res.spec.source.chain),
-        "resolution": list(g.graph["resolution"]), "in_channels": res.in_channels, "norm": res.norm.type,
+        "name": res.name,
+        "description": res.description,
+        "sources": list(res.sources),
+        "resolution": list(info(g)["resolution"]),
+        "in_channels": res.in_channels,
+        "norm": res.norm.type,
         "activation": res.activation,
-        "group_size": res.group_size, "expansion_ratio": res.expansion_ratio, "num_classes": res.num_classes,
-        "params": total.params, "macs": total.macs,
+        "group_size": res.group_size,
+        "expansion_ratio": res.expansion_ratio,
+        "num_classes": res.num_classes,
+        "params": total.params,
+        "macs": total.macs,
     }
     return _ENV.get_template("model.py.j2").render(
-        title=comment(res.name), version=comment(__version__), sources=comment(" <- ".join(res.spec.source.chain)),
-        resolution=g.graph["resolution"][0], params=f"{total.params:,}", macs=f"{total.macs:,}",
+        title=comment(res.name),
+        version=comment(__version__),
+        sources=comment(" <- ".join(res.sources)),
+        resolution=info(g)["resolution"][0],
+        params=f"{total.params:,}",
+        macs=f"{total.macs:,}",
         spec_literal="{\n" + "".join(f"    {literal(k)}: {literal(v)},\n" for k, v in summary.items()) + "}",
-        constants=f"PANEL_NODES = {literal(norms.PANEL_NODES)}\n"
-        f"Z_MAX = {literal(norms.Z_MAX)}", library=_sources(res.norm.proxy),
-        stages=stages, parts=parts,
+        constants="\n".join(_definitions("norms")[name] for name in ("PANEL_NODES", "Z_MAX")),
+        library=_sources(res.norm.proxy),
+        stages=stages,
+        parts=stem_and_head,
     )

@@ -31,8 +31,16 @@ class SqueezeExcite(nn.Module):
 class DepthwiseSeparable(nn.Module):
     """MBConv with expansion 1: kxk grouped conv -> SE -> 1x1 project (+ skip)."""
 
-    def __init__(self, conv_dw: nn.Module, bn1: nn.Module, se: nn.Module, conv_pw: nn.Module,
-                 bn2: nn.Module, drop_path: nn.Module, has_skip: bool) -> None:
+    def __init__(
+        self,
+        conv_dw: nn.Module,
+        bn1: nn.Module,
+        se: nn.Module,
+        conv_pw: nn.Module,
+        bn2: nn.Module,
+        drop_path: nn.Module,
+        has_skip: bool,
+    ) -> None:
         super().__init__()
         self.conv_dw, self.bn1, self.se = conv_dw, bn1, se
         self.conv_pw, self.bn2 = conv_pw, bn2
@@ -47,9 +55,18 @@ class DepthwiseSeparable(nn.Module):
 class InvertedResidual(nn.Module):
     """MBConv: 1x1 expand -> kxk grouped conv -> SE -> 1x1 project (+ skip)."""
 
-    def __init__(self, conv_pw: nn.Module, bn1: nn.Module, conv_dw: nn.Module, bn2: nn.Module,
-                 se: nn.Module, conv_pwl: nn.Module, bn3: nn.Module, drop_path: nn.Module,
-                 has_skip: bool) -> None:
+    def __init__(
+        self,
+        conv_pw: nn.Module,
+        bn1: nn.Module,
+        conv_dw: nn.Module,
+        bn2: nn.Module,
+        se: nn.Module,
+        conv_pwl: nn.Module,
+        bn3: nn.Module,
+        drop_path: nn.Module,
+        has_skip: bool,
+    ) -> None:
         super().__init__()
         self.conv_pw, self.bn1 = conv_pw, bn1
         self.conv_dw, self.bn2, self.se = conv_dw, bn2, se
@@ -71,8 +88,17 @@ class GlobalPool(nn.Module):
 class EfficientNet(nn.Module):
     """stem -> blocks (a Sequential of stages, each a Sequential of blocks) -> head -> classifier."""
 
-    def __init__(self, conv_stem: nn.Module, bn1: nn.Module, blocks: nn.Sequential, conv_head: nn.Module,
-                 bn2: nn.Module, global_pool: nn.Module, head_drop: nn.Module, classifier: nn.Module) -> None:
+    def __init__(
+        self,
+        conv_stem: nn.Module,
+        bn1: nn.Module,
+        blocks: nn.Sequential,
+        conv_head: nn.Module,
+        bn2: nn.Module,
+        global_pool: nn.Module,
+        head_drop: nn.Module,
+        classifier: nn.Module,
+    ) -> None:
         super().__init__()
         self.conv_stem, self.bn1 = conv_stem, bn1
         self.blocks = blocks

@@ -30,6 +30,7 @@ from torch import nn
 PANEL_NODES = 32
 Z_MAX = 9.0
 
+
 def make_activation(name: str) -> nn.Module:
     return {"silu": nn.SiLU, "relu": nn.ReLU, "gelu": nn.GELU}[name]()
 
@@ -63,6 +64,9 @@ def gauss_legendre(n: int) -> tuple[torch.Tensor, torch.Tensor]:
 class ProxyMoments(nn.Module):
     """E and Var of phi(gamma * Y~ + beta), Y~ ~ N(beta~, (1 + gamma~)^2), per channel."""
 
+    unit_nodes: torch.Tensor
+    unit_weights: torch.Tensor
+
     def __init__(self, activation: str, panel_nodes: int = PANEL_NODES) -> None:
         super().__init__()
         self.activation = activation
@@ -73,8 +77,9 @@ class ProxyMoments(nn.Module):
         self.register_buffer("unit_nodes", ((t + 1) / 2).to(dtype), persistent=False)
         self.register_buffer("unit_weights", (w / 2).to(dtype), persistent=False)
 
-    def forward(self, gamma: torch.Tensor, beta: torch.Tensor, proxy_beta: torch.Tensor,
-                proxy_gamma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, gamma: torch.Tensor, beta: torch.Tensor, proxy_beta: torch.Tensor, proxy_gamma: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         mean = gamma * proxy_beta + beta  # of U = gamma * Y~ + beta
         std = (gamma * (1 + proxy_gamma)).abs().clamp_min(1e-12)
         if self.activation == "relu":
@@ -98,9 +103,23 @@ class NormAct(nn.Module):
     "ln" (one group: per sample over C, H, W, paper eq. 3).
     """
 
-    def __init__(self, channels: int, kind: str, *, num_groups: int = 1, eps: float = 1e-3,
-                 momentum: float = 0.01, activation: str | None = None, proxy: bool = False,
-                 pn_eps: float = 3e-2) -> None:
+    running_mean: torch.Tensor
+    running_var: torch.Tensor
+    num_batches_tracked: torch.Tensor
+    act: nn.Module | None
+
+    def __init__(
+        self,
+        channels: int,
+        kind: str,
+        *,
+        num_groups: int = 1,
+        eps: float = 1e-3,
+        momentum: float = 0.01,
+        activation: str | None = None,
+        proxy: bool = False,
+        pn_eps: float = 3e-2,
+    ) -> None:
         super().__init__()
         if proxy and activation is None:
             raise ValueError("proxy normalization needs an activation")
@@ -120,7 +139,7 @@ class NormAct(nn.Module):
         self.act = make_activation(activation) if activation else None
         self.proxy = proxy
         self.pn_eps = pn_eps
-        if proxy:
+        if proxy and activation:
             self.pn_beta = nn.Parameter(torch.zeros(channels))
             self.pn_gamma = nn.Parameter(torch.zeros(channels))
             self.moments = ProxyMoments(activation)
@@ -129,8 +148,9 @@ class NormAct(nn.Module):
         if self.kind == "bn":
             if self.training:
                 self.num_batches_tracked.add_(1)
-            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
-                                self.training, self.momentum, self.eps)
+            return F.batch_norm(
+                x, self.running_mean, self.running_var, self.weight, self.bias, self.training, self.momentum, self.eps
+            )
         return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
 
     def proxy_scale_shift(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -161,7 +181,8 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, An
     """Optimizer groups: decay on conv/linear weights and PN's beta~, gamma~; none on norm
     gamma, beta and biases (paper section 3.2: the PN parameters carry the prior that Y is
     close to normalized)."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for module in model.modules():
         for name, p in module.named_parameters(recurse=False):
             if not p.requires_grad:

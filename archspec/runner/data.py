@@ -8,9 +8,10 @@ run sees exactly the images, crops and flips an uninterrupted single-process run
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -31,13 +32,21 @@ def train_transform(resolution: int, crop_scale: tuple[float, float], hflip: boo
     ops: list[Any] = [v2.RandomResizedCrop(resolution, scale=crop_scale, antialias=True)]
     if hflip:
         ops.append(v2.RandomHorizontalFlip())
-    return v2.Compose([*ops, v2.ToImage(), v2.ToDtype(torch.float32, scale=True),
-                       v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    return v2.Compose(
+        [*ops, v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    )
 
 
 def val_transform(resolution: int) -> v2.Compose:
-    return v2.Compose([v2.Resize(round(resolution / CENTER_CROP), antialias=True), v2.CenterCrop(resolution),
-                       v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    return v2.Compose(
+        [
+            v2.Resize(round(resolution / CENTER_CROP), antialias=True),
+            v2.CenterCrop(resolution),
+            v2.ToImage(),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -77,7 +86,8 @@ def _shape_mask(kind: str, dx: np.ndarray, dy: np.ndarray, size: float) -> np.nd
 @functools.lru_cache(maxsize=8)
 def _grid(n: int) -> tuple[np.ndarray, np.ndarray]:
     coords = ((np.arange(n) + 0.5) / n * 2 - 1).astype(np.float32)
-    return tuple(np.meshgrid(coords, coords))
+    xx, yy = np.meshgrid(coords, coords)
+    return xx, yy
 
 
 class SyntheticShapes(Dataset):
@@ -126,14 +136,16 @@ def _path(path: str) -> str:
 
 def _image_folder(root: Path) -> datasets.ImageFolder:
     if not root.is_dir():
-        raise SpecError(f"{root}: no such directory (expected an ImageFolder tree with train/ and val/)",
-                        field="--data")
+        raise SpecError(
+            f"{root}: no such directory (expected an ImageFolder tree with train/ and val/)", parameter="data"
+        )
     try:
         return datasets.ImageFolder(str(root), loader=_path)  # images are opened lazily, safely
     except FileNotFoundError as exc:
         # torchvision: "Found no valid file for the classes x, y. Supported extensions are: ..."
-        raise SpecError(f"{root}: {str(exc).split('. Supported')[0]} (an empty class folder?)",
-                        field="--data") from None
+        raise SpecError(
+            f"{root}: {str(exc).split('. Supported')[0]} (an empty class folder?)", parameter="data"
+        ) from None
 
 
 @dataclass
@@ -161,10 +173,10 @@ def open_splits(data: Optional[Path], synthetic: Any, seed: int) -> tuple[Any, A
         return train, val, train.classes_names
     data = Path(data)
     if not data.is_dir():
-        raise SpecError(f"{data}: no such directory", field="--data")
+        raise SpecError(f"{data}: no such directory", parameter="data")
     train, val = _image_folder(data / "train"), _image_folder(data / "val")
     if train.classes != val.classes:
-        raise SpecError(f"{data}: train/ and val/ have different class folders", field="--data")
+        raise SpecError(f"{data}: train/ and val/ have different class folders", parameter="data")
     return Folder(train), Folder(val), train.classes
 
 
@@ -187,7 +199,7 @@ class Transformed(Dataset):
                 return self.source.image(i), self.source.label(i), skipped
             except CORRUPT:
                 skipped += 1
-        raise SpecError("no readable image in the dataset", field="--data")
+        raise SpecError("no readable image in the dataset", parameter="data")
 
     def _sample(self, index: int) -> tuple[torch.Tensor, int, int]:
         image, label, skipped = self._load(index)
@@ -216,8 +228,10 @@ class GlobalBatches(Sampler[list[int]]):
 
     def __init__(self, length: int, global_batch: int, accum: int, world: int, rank: int, seed: int) -> None:
         if global_batch % (accum * world):
-            raise SpecError(f"the global batch {global_batch} does not split into {accum} accumulation steps x "
-                            f"{world} processes", field="--batch-size")
+            raise SpecError(
+                f"the global batch {global_batch} does not split into {accum} accumulation steps x {world} processes",
+                parameter="batch_size",
+            )
         self.length, self.global_batch, self.accum, self.world, self.rank = length, global_batch, accum, world, rank
         self.micro = global_batch // (accum * world)
         self.seed = seed
@@ -233,10 +247,10 @@ class GlobalBatches(Sampler[list[int]]):
     def __iter__(self) -> Iterator[list[int]]:
         order = torch.randperm(self.length, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
         for step in range(self.start_step, self.steps_per_epoch):
-            batch = order[step * self.global_batch:(step + 1) * self.global_batch]
+            batch = order[step * self.global_batch : (step + 1) * self.global_batch]
             for a in range(self.accum):
                 k = a * self.world + self.rank
-                yield batch[k * self.micro:(k + 1) * self.micro].tolist()
+                yield batch[k * self.micro : (k + 1) * self.micro].tolist()
 
     def __len__(self) -> int:
         return (self.steps_per_epoch - self.start_step) * self.accum
@@ -255,4 +269,3 @@ def default_workers(requested: Any) -> int:
     # on a small CPU box the model wants every core; decoding in the main process keeps it simple
     n = cores()
     return 0 if n <= 4 else min(8, n // 2)
-

@@ -1,23 +1,31 @@
-"""Multi-process training with torch.distributed, started by torch's own launcher.
+"""Processes and devices: this process's place in a run, and starting a run in several processes
+with torch's own launcher.
 
-`archspec train --nproc N` re-runs the same command under `python -m torch.distributed.run
---standalone --nproc-per-node N`; each process finds RANK / WORLD_SIZE in its environment and joins
-the group (gloo on CPU, NCCL on GPU). On several machines, run torchrun yourself (README).
+A run of N processes on this machine starts `python -m torch.distributed.run --standalone
+--nproc-per-node N -m archspec.runner.worker`, passing the job (command and options) in the
+environment; each process finds RANK / WORLD_SIZE in its environment and joins the group (gloo on
+CPU, NCCL on GPU). On several machines, run torchrun yourself (README).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
+from pathlib import Path
+from typing import Any, Optional
 
 import torch
 import torch.distributed as dist
 
-from ..errors import SpecError
+from ..errors import Diverged, Location, ProcessFailed, SpecError
+
+JOB_VARIABLE = "ARCHSPEC_JOB"
 
 
 @dataclass(frozen=True)
@@ -42,9 +50,9 @@ def under_launcher() -> bool:
 
 def setup(device: str) -> Context:
     if device not in ("cpu", "cuda"):
-        raise SpecError(f"must be cpu or cuda, got {device!r}", field="--device")
+        raise SpecError(f"must be cpu or cuda, got {device!r}", parameter="device")
     if device == "cuda" and not torch.cuda.is_available():
-        raise SpecError("CUDA is not available on this machine; use --device cpu", field="--device")
+        raise SpecError("CUDA is not available on this machine; use --device cpu", parameter="device")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -73,6 +81,16 @@ def session(device: str) -> Iterator[Context]:
         teardown()
 
 
+def to_device(x: torch.Tensor, device: torch.device, channels_last: bool = False) -> torch.Tensor:
+    x = x.to(device, non_blocking=True)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def autocast(device: torch.device, dtype: Optional[torch.dtype]) -> torch.autocast:
+    """Mixed precision in `dtype`, or none when it is None."""
+    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
 def mean_over_ranks(value: torch.Tensor, ctx: Context) -> torch.Tensor:
     if ctx.distributed:
         value = value.clone()
@@ -86,28 +104,65 @@ def barrier(ctx: Context) -> None:
         dist.barrier()
 
 
-def launch(nproc: int, argv: list[str]) -> int:
-    """Run `archspec <argv>` in `nproc` processes on this machine; returns the exit status."""
+def gather_to_main(value: Any, ctx: Context) -> list[Any]:
+    """Every rank's `value`, in rank order, on every rank (a list of one without a process group)."""
+    if not ctx.distributed:
+        return [value]
+    parts: list[Any] = [None] * ctx.world
+    dist.all_gather_object(parts, value)
+    return parts
+
+
+def launch(command: str, options: dict[str, Any], nproc: int) -> None:
+    """Run `command` (train or finetune) with `options` in `nproc` processes on this machine. A
+    process's bad input or divergence is raised here, as if this process had met it."""
     if nproc < 1:
-        raise SpecError(f"must be at least 1, got {nproc}", field="--nproc")
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-               "-m", "archspec.cli", *_without_nproc(argv)]
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(max(1, cores() // nproc)))}
-    return subprocess.run(command, env=env).returncode
+        raise SpecError(f"must be at least 1, got {nproc}", parameter="nproc")
+    launcher = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={nproc}",
+        "-m",
+        "archspec.runner.worker",
+    ]
+    with tempfile.TemporaryDirectory(prefix="archspec-launch-") as errors:
+        job = {"command": command, "options": options, "errors": errors}
+        env = {
+            **os.environ,
+            JOB_VARIABLE: json.dumps(job),
+            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(max(1, cores() // nproc))),
+        }
+        code = subprocess.run(launcher, env=env).returncode
+        reports = sorted(Path(errors).glob("rank-*.json"), key=lambda p: int(p.stem.split("-")[1]))
+        if reports:
+            raise error_from_report(json.loads(reports[0].read_text()))
+    if code:
+        raise ProcessFailed("a launched process", code)
 
 
-def _without_nproc(argv: list[str]) -> list[str]:
-    """The children learn their world from the launcher (and torchrun's parser would take --nproc
-    for an abbreviation of its own --nproc-per-node)."""
-    out, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg == "--nproc":
-            skip = True
-        elif not arg.startswith("--nproc="):
-            out.append(arg)
-    return out
+def error_report(exc: Exception) -> dict[str, Any]:
+    """What a launched process tells its launcher about the error that stopped it."""
+    if isinstance(exc, SpecError):
+        return {
+            "kind": "input",
+            "message": exc.message,
+            "field": exc.field,
+            "parameter": exc.parameter,
+            "file": exc.file,
+            "location": None if exc.location is None else [exc.location.file, exc.location.line, exc.location.column],
+        }
+    return {"kind": "diverged", "message": str(exc)}
+
+
+def error_from_report(report: dict[str, Any]) -> Exception:
+    if report["kind"] == "diverged":
+        return Diverged(report["message"])
+    location = Location(*report["location"]) if report["location"] else None
+    if report["parameter"] is not None:
+        return SpecError(report["message"], parameter=report["parameter"], location=location, file=report["file"])
+    return SpecError(report["message"], field=report["field"], location=location, file=report["file"])
 
 
 def cores() -> int:

@@ -15,46 +15,49 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import networkx as nx
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..atomic import write_text
 from ..errors import SpecError
-from ..graph import build_graph, layers
-from ..resolution import checked_pixels, congruence_warnings
+from ..graph import build_graph, info, layers
+from ..limits import check_resolution
+from ..resolution import congruence_warnings
 from ..resolve import resolve
 from ..spec import load_spec
 from . import checkpoint
+from .checkpoint import model_with_weights
 from .data import GlobalBatches, Transformed, default_workers, open_splits, val_transform
-from .distributed import Context, barrier, session
+from .distributed import Context, barrier, launch, session, under_launcher
+from .evaluate import evaluate
+from .loop import DataParallel, StepData, Trainer, fit
 from .metrics import Reporter
-from .recipe import load_recipe
-from .train import EMA_WEIGHTS, Fit, evaluate, fit, model_with_weights, read_run, run_length
-
-FINETUNED = "finetuned.pt"
-
-
-def finetunable_blocks(g: nx.DiGraph) -> int:
-    return 1 + sum(1 for _, d in layers(g, "conv") if d["stride"] == 2)
+from .optim import smoothed_cross_entropy
+from .options import FinetuneOptions
+from .recipe import Recipe, load_recipe
+from .rundir import RunDir
+from .train import run_length
 
 
-def trainable_layers(g: nx.DiGraph, blocks: int) -> list[str]:
+def trainable_layers(g: nx.DiGraph[str], blocks: int) -> list[str]:
     """Module paths of the layers the last `blocks` blocks hold, in forward order."""
-    available = finetunable_blocks(g)
+    available = 1 + info(g)["downsampling_layers"]
     if not 1 <= blocks <= available:
-        raise SpecError(f"this model has {available} blocks to fine-tune (the head, then one more per stride-2 "
-                        f"layer); got {blocks}", field="--blocks")
-    order = [n for n, _ in layers(g)]
+        raise SpecError(
+            f"this model has {available} blocks to fine-tune (the head, then one more per stride-2 "
+            f"layer); got {blocks}",
+            parameter="blocks",
+        )
+    order = layers(g)
     if blocks == 1:
-        start = next(i for i, n in enumerate(order) if g.nodes[n]["unit"] == "head")
+        start = next(i for i, (_, d) in enumerate(order) if d["unit"] == "head")
     else:
-        downsampling = [i for i, n in enumerate(order) if g.nodes[n].get("stride") == 2]
+        downsampling = [i for i, (_, d) in enumerate(order) if d["op"] == "conv" and d["stride"] == 2]
         start = downsampling[-(blocks - 1)]
-    return [g.nodes[n]["module"] for n in order[start:] if g.nodes[n]["module"] is not None]
+    return [d["module"] for _, d in order[start:] if d["module"] is not None]
 
 
 @dataclass
@@ -80,85 +83,102 @@ class Frozen:
             module.eval()
 
 
-@dataclass
-class FinetuneOptions:
-    run: Path
-    resolution: int
-    blocks: int
-    epochs: Optional[float] = None
-    max_steps: Optional[int] = None
-    device: str = "cpu"
+def run(opts: FinetuneOptions, nproc: int = 1) -> dict[str, Any]:
+    """Fine-tune as the options say, in `nproc` processes; the summary."""
+    if nproc > 1 and not under_launcher():
+        launch("finetune", opts.as_dict(), nproc)
+        return dict(json.loads(RunDir(opts.run).finetune_info.read_text()))
+    return finetune(opts)
 
 
 def finetune(opts: FinetuneOptions) -> dict[str, Any]:
+    """Fine-tune in this process (one of several under a launcher); the summary."""
     with session(opts.device) as ctx:
-        return _finetune(opts, ctx)
+        run = RunDir(opts.run)
+        info_ = run.raw_info()
+        spec, recipe = load_spec(run.spec), load_recipe(run.recipe)
+        check_resolution(opts.resolution)
+        if opts.max_steps is not None and opts.max_steps < 1:
+            raise SpecError(f"must be at least 1, got {opts.max_steps}", parameter="max_steps")
+        g = build_graph(resolve(spec), opts.resolution)
+        trainable = trainable_layers(g, opts.blocks)
+        model = model_with_weights(spec, run.ema, "EMA weights", ctx.device)
+        frozen = Frozen(model, trainable)
+        t, val_set = _trainer(opts, ctx, run, info_, recipe, model)
+        with t.reporter.start(0):
+            for note in congruence_warnings(
+                int(info_["resolution"]), [opts.resolution], info(g)["downsampling_layers"]
+            ):
+                t.reporter.message(f"warning: {note}")
+            model.train()
+            frozen.apply()
+            fit(t)
+            summary = _finish(t, opts, run, trainable, val_set)
+        barrier(ctx)
+        return summary
 
 
-def _finetune(opts: FinetuneOptions, ctx: Context) -> dict[str, Any]:
-    run = Path(opts.run)
-    info = read_run(run)
-    spec = load_spec(run / "spec.yaml")
-    recipe = load_recipe(run / "recipe.yaml")
-    checked_pixels(opts.resolution)
-    if opts.max_steps is not None and opts.max_steps < 1:
-        raise SpecError(f"must be at least 1, got {opts.max_steps}", field="--max-steps")
-    g = build_graph(resolve(spec), opts.resolution)
-    trainable = trainable_layers(g, opts.blocks)
-    model = model_with_weights(spec, run / EMA_WEIGHTS, "EMA weights", ctx.device)
-    frozen = Frozen(model, trainable)
+def _trainer(
+    opts: FinetuneOptions, ctx: Context, run: RunDir, info_: dict[str, Any], recipe: Recipe, model: nn.Module
+) -> tuple[Trainer, Any]:
+    """SGD on the trainable parameters with a cosine schedule, over the training set with
+    validation preprocessing, at the recipe's fine-tuning batch (by accumulation)."""
+    from timm.scheduler import CosineLRScheduler
 
-    seed = int(info["options"]["seed"])
-    data = Path(info["options"]["data"]) if info["options"]["data"] else None
+    seed = int(info_["options"]["seed"])
+    data = Path(info_["options"]["data"]) if info_["options"]["data"] else None
     train_set, val_set, _ = open_splits(data, recipe.synthetic, seed)
     ft = recipe.finetune
-    micro = ft.micro_batch_size or int(info["micro_batch_size"])
-    global_batch = ft.global_batch_size
-    if global_batch % (micro * ctx.world):
-        micro = math.gcd(global_batch // ctx.world, micro)
-    accum = global_batch // (micro * ctx.world)
-    sampler = GlobalBatches(len(train_set), global_batch, accum, ctx.world, ctx.rank, seed + 1)
+    micro = ft.micro_batch_size or int(info_["micro_batch_size"])
+    if ft.global_batch_size % (micro * ctx.world):
+        micro = math.gcd(ft.global_batch_size // ctx.world, micro)
+    accum = ft.global_batch_size // (micro * ctx.world)
+    sampler = GlobalBatches(len(train_set), ft.global_batch_size, accum, ctx.world, ctx.rank, seed + 1)
     if sampler.steps_per_epoch == 0:
-        raise SpecError(f"the training set has {len(train_set)} images, fewer than one fine-tuning batch of "
-                        f"{global_batch}", field="RUN")
-    epochs = opts.epochs if opts.epochs is not None else ft.epochs
-    total_steps = run_length(epochs, sampler.steps_per_epoch, opts.max_steps)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=ft.lr, momentum=ft.momentum)
-
-    def lr_at(step: int) -> None:  # cosine from ft.lr to 0 over the run
-        for group in optimizer.param_groups:
-            group["lr"] = ft.lr * 0.5 * (1 + math.cos(math.pi * step / total_steps))
-
+        raise SpecError(
+            f"the training set has {len(train_set)} images, fewer than one fine-tuning batch of {ft.global_batch_size}",
+            parameter="run",
+        )
+    total = run_length(opts.epochs if opts.epochs is not None else ft.epochs, sampler.steps_per_epoch, opts.max_steps)
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=ft.lr, momentum=ft.momentum)
+    # cosine from ft.lr to 0 over the run
+    scheduler = CosineLRScheduler(optimizer, t_initial=total, lr_min=0.0, t_in_epochs=False)
     wrapped: nn.Module = model
     if ctx.distributed:
-        wrapped = nn.parallel.DistributedDataParallel(model, device_ids=[ctx.local_rank] if ctx.device.type == "cuda"
-                                                      else None)
-    phase = f"finetune-r{opts.resolution}-b{opts.blocks}"
-    with Reporter(run, phase, total_steps, 0, ctx.main, recipe.log_every_steps) as reporter:
-        for note in congruence_warnings(int(info["resolution"]), [opts.resolution], g.graph["downsampling_layers"]):
-            reporter.message(f"warning: {note}")
-        model.train()
-        frozen.apply()
-        smoothing = ft.label_smoothing
-        f = Fit(ctx=ctx, model=wrapped, raw=model, optimizer=optimizer, lr_at=lr_at,
-                loss=lambda logits, y: F.cross_entropy(logits.float(), y, label_smoothing=smoothing),
-                dataset=Transformed(train_set, val_transform(opts.resolution), seed), sampler=sampler,
-                total_steps=total_steps, seed=seed, workers=default_workers(recipe.num_workers),
-                reporter=reporter)
-        fit(f)
-        summary: dict[str, Any] = {
-            "run": str(run), "resolution": opts.resolution, "blocks": opts.blocks, "steps": f.step,
-            "global_batch_size": global_batch, "micro_batch_size": micro, "accum": accum,
-            "trainable_parameters": sum(p.numel() for p in params),
-            "frozen_parameters": sum(p.numel() for p in model.parameters() if not p.requires_grad),
-            "first_trainable_layer": trainable[0]}
-        if ctx.main:
-            top1, top5, _ = evaluate(model, val_set, opts.resolution, max(micro, 64), ctx)
-            reporter.evaluation(f.step, 0, "finetuned", opts.resolution, top1, top5)
-            summary.update(val_top1=top1, val_top5=top5)
-            checkpoint.save(run / FINETUNED, {"model": model.state_dict(), "resolution": opts.resolution,
-                                              "blocks": opts.blocks, "step": f.step})
-            write_text(run / "finetune.json", json.dumps(summary, indent=2))
-    barrier(ctx)
+        wrapped = nn.parallel.DistributedDataParallel(
+            model, device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None
+        )
+    strategy = DataParallel(ctx, wrapped, smoothed_cross_entropy(ft.label_smoothing), seed=seed)
+    step_data = StepData(
+        Transformed(train_set, val_transform(opts.resolution), seed), sampler, default_workers(recipe.num_workers), seed
+    )
+    reporter = Reporter(
+        run.path, f"finetune-r{opts.resolution}-b{opts.blocks}", total, ctx.main, recipe.log_every_steps
+    )
+    return Trainer(ctx, model, strategy, optimizer, scheduler, step_data, total, reporter), val_set
+
+
+def _finish(t: Trainer, opts: FinetuneOptions, run: RunDir, trainable: list[str], val_set: Any) -> dict[str, Any]:
+    sampler = t.data.sampler
+    summary: dict[str, Any] = {
+        "run": str(run),
+        "resolution": opts.resolution,
+        "blocks": opts.blocks,
+        "steps": t.step,
+        "global_batch_size": sampler.global_batch,
+        "micro_batch_size": sampler.micro,
+        "accum": sampler.accum,
+        "trainable_parameters": sum(p.numel() for p in t.model.parameters() if p.requires_grad),
+        "frozen_parameters": sum(p.numel() for p in t.model.parameters() if not p.requires_grad),
+        "first_trainable_layer": trainable[0],
+    }
+    if t.ctx.main:
+        top1, top5, _ = evaluate(t.model, val_set, opts.resolution, max(sampler.micro, 64), t.ctx.device)
+        t.reporter.evaluation(t.step, 0, "finetuned", opts.resolution, top1, top5)
+        summary.update(val_top1=top1, val_top5=top5)
+        checkpoint.save(
+            run.finetuned,
+            {"model": t.model.state_dict(), "resolution": opts.resolution, "blocks": opts.blocks, "step": t.step},
+        )
+        write_text(run.finetune_info, json.dumps(summary, indent=2))
     return summary

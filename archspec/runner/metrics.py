@@ -9,49 +9,75 @@ import time
 from pathlib import Path
 from typing import Any
 
-COLUMNS = ("phase", "step", "epoch", "lr", "loss", "images_per_s", "weights", "resolution", "top1", "top5",
-           "skipped_images", "time_s")
+COLUMNS = (
+    "phase",
+    "step",
+    "epoch",
+    "lr",
+    "loss",
+    "images_per_s",
+    "weights",
+    "resolution",
+    "top1",
+    "top5",
+    "skipped_images",
+    "time_s",
+)
 
 
 class Reporter:
-    def __init__(self, run_dir: Path, phase: str, total_steps: int, first_step: int, enabled: bool,
-                 log_every: int) -> None:
+    """Reports one phase of a run (train, or a fine-tune) from `start()` until closed."""
+
+    def __init__(self, run_dir: Path, phase: str, total_steps: int, enabled: bool, log_every: int) -> None:
+        self.run_dir = run_dir
         self.enabled = enabled
         self.phase = phase
-        self.total, self.first_step = total_steps, first_step
+        self.total = total_steps
         self.log_every = log_every
-        self.start = time.perf_counter()
-        self.window_start, self.window_images = time.perf_counter(), 0
+        self.first_step = 0
+        self.started = self.window_start = time.perf_counter()
+        self.window_images = 0
         self.rate = 0.0
         self.skipped = 0
-        self._progress = None
-        self._tb = None
-        self._csv_file = None
-        if not enabled:
-            return
-        path = run_dir / "metrics.csv"
+        self._progress: Any = None
+        self._tb: Any = None
+        self._csv_file: Any = None
+
+    def start(self, first_step: int) -> Reporter:
+        """Open metrics.csv (forgetting steps after `first_step` that a resumed run does again),
+        TensorBoard and the progress bar."""
+        self.first_step = first_step
+        self.started = self.window_start = time.perf_counter()
+        if not self.enabled:
+            return self
+        path = self.run_dir / "metrics.csv"
         if first_step and path.exists():
-            _forget_after(path, phase, first_step)  # a resumed run logs those steps again
+            _forget_after(path, self.phase, first_step)  # a resumed run logs those steps again
         new = not path.exists()
-        self._csv_file = open(path, "a", newline="")
+        self._csv_file = open(path, "a", newline="")  # noqa: SIM115 - open until close(), across the run
         self._csv = csv.DictWriter(self._csv_file, fieldnames=COLUMNS)
         if new:
             self._csv.writeheader()
         try:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._tb = SummaryWriter(str(run_dir / "tensorboard"))
+            self._tb = SummaryWriter(str(self.run_dir / "tensorboard"))
         except ImportError:  # tensorboard is optional
             self._tb = None
         if sys.stderr.isatty():
             from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-            self._progress = Progress(TextColumn("{task.description}"), BarColumn(),
-                                      TextColumn("step {task.completed}/{task.total}"),
-                                      TextColumn("{task.fields[status]}"), TimeRemainingColumn(),
-                                      transient=False)
-            self._task = self._progress.add_task(phase, total=total_steps, completed=first_step, status="")
+            self._progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TextColumn("step {task.completed}/{task.total}"),
+                TextColumn("{task.fields[status]}"),
+                TimeRemainingColumn(),
+                transient=False,
+            )
+            self._task = self._progress.add_task(self.phase, total=self.total, completed=first_step, status="")
             self._progress.start()
+        return self
 
     def _write(self, row: dict[str, Any]) -> None:
         self._csv.writerow({k: row.get(k, "") for k in COLUMNS})
@@ -65,8 +91,16 @@ class Reporter:
         now = time.perf_counter()
         if now > self.window_start:
             self.rate = self.window_images / (now - self.window_start)
-        row = dict(phase=self.phase, step=step, epoch=epoch, lr=f"{lr:.6g}", loss=f"{loss:.6f}",
-                   images_per_s=f"{self.rate:.1f}", skipped_images=self.skipped, time_s=f"{now - self.start:.1f}")
+        row = dict(
+            phase=self.phase,
+            step=step,
+            epoch=epoch,
+            lr=f"{lr:.6g}",
+            loss=f"{loss:.6f}",
+            images_per_s=f"{self.rate:.1f}",
+            skipped_images=self.skipped,
+            time_s=f"{now - self.started:.1f}",
+        )
         self._write(row)
         if self._tb is not None:
             self._tb.add_scalar(f"{self.phase}/loss", loss, step)
@@ -75,7 +109,7 @@ class Reporter:
         if self._progress is not None:
             self._progress.update(self._task, completed=step, status=status)
         elif step % self.log_every == 0 or step == self.total:
-            remaining = (self.total - step) * (now - self.start) / max(step - self.first_step, 1)
+            remaining = (self.total - step) * (now - self.started) / max(step - self.first_step, 1)
             sys.stderr.write(f"{self.phase} step {step}/{self.total} epoch {epoch} {status} eta {_clock(remaining)}\n")
         if now - self.window_start > 5:
             self.window_start, self.window_images = now, 0
@@ -83,12 +117,23 @@ class Reporter:
     def evaluation(self, step: int, epoch: int, weights: str, resolution: int, top1: float, top5: float) -> None:
         if not self.enabled:
             return
-        self._write(dict(phase=f"{self.phase}-eval", step=step, epoch=epoch, weights=weights, resolution=resolution,
-                         top1=f"{top1:.4f}", top5=f"{top5:.4f}", time_s=f"{time.perf_counter() - self.start:.1f}"))
+        self._write(
+            dict(
+                phase=f"{self.phase}-eval",
+                step=step,
+                epoch=epoch,
+                weights=weights,
+                resolution=resolution,
+                top1=f"{top1:.4f}",
+                top5=f"{top5:.4f}",
+                time_s=f"{time.perf_counter() - self.started:.1f}",
+            )
+        )
         if self._tb is not None:
             self._tb.add_scalar(f"{self.phase}/top1_{weights}_{resolution}", top1, step)
-        self.message(f"{self.phase} eval at step {step}: {weights} weights, {resolution}px: top-1 {top1:.2%}, "
-                     f"top-5 {top5:.2%}")
+        self.message(
+            f"{self.phase} eval at step {step}: {weights} weights, {resolution}px: top-1 {top1:.2%}, top-5 {top5:.2%}"
+        )
 
     def message(self, text: str) -> None:
         if not self.enabled:
@@ -98,7 +143,7 @@ class Reporter:
         else:
             sys.stderr.write(text + "\n")
 
-    def __enter__(self) -> "Reporter":
+    def __enter__(self) -> Reporter:
         return self
 
     def __exit__(self, *_: Any) -> None:
@@ -125,4 +170,3 @@ def _forget_after(path: Path, phase: str, step: int) -> None:
 def _clock(seconds: float) -> str:
     seconds = int(max(seconds, 0))
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-

@@ -43,8 +43,9 @@ class ScheduleRecipe(Strict):
 
 
 class AugmentRecipe(Strict):
-    crop_scale: list[float] = Field([0.08, 1.0], min_length=2, max_length=2,
-                                    description="RandomResizedCrop area range [min, max].")
+    crop_scale: list[float] = Field(
+        [0.08, 1.0], min_length=2, max_length=2, description="RandomResizedCrop area range [min, max]."
+    )
     hflip: bool = True
     mixup_alpha: float = Field(0.2, ge=0, le=10)
     cutmix_alpha: float = Field(1.0, ge=0, le=10)
@@ -93,6 +94,10 @@ class Recipe(Strict):
     finetune: FinetuneRecipe = Field(default_factory=FinetuneRecipe)
     synthetic: SyntheticRecipe = Field(default_factory=SyntheticRecipe)
 
+    def crop_scale(self) -> tuple[float, float]:
+        low, high = self.augment.crop_scale
+        return low, high
+
     def learning_rate(self, global_batch: Optional[int] = None) -> float:
         batch = global_batch or self.global_batch_size
         return batch * 2**-14 if self.optimizer.lr == "auto" else self.optimizer.lr
@@ -123,4 +128,3 @@ def recipe_yaml(recipe: Recipe) -> str:
     import yaml
 
     return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)
-

@@ -1,0 +1,117 @@
+"""A run directory: the one place that knows its file names and the shape of its run.json.
+
+spec.yaml      the spec trained (every field written out)
+recipe.yaml    the recipe, with any flag overrides
+resolved.yaml  the concrete layers
+run.json       RunInfo: options, data, batch sizes, status and, when finished, the summary
+metrics.csv    one row per step and per evaluation (and tensorboard/ when installed)
+checkpoint.pt  model, optimizer, scheduler, EMA and RNG: what --resume continues from
+ema.pt         the weight average alone, for eval and finetune
+finetuned.pt   after `archspec finetune` (finetune.json: its summary)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from ..atomic import write_text
+from ..errors import SpecError
+from ..report import resolved_yaml
+from ..resolve import ResolvedSpec
+from ..spec import ModelSpec, spec_yaml
+from .recipe import Recipe, recipe_yaml
+
+
+@dataclass
+class RunInfo:
+    """run.json: how a run was started and how it ended. Data-parallel and pipelined runs write
+    the same fields; `plan` and `schedule` are set for pipelined ones."""
+
+    options: dict[str, Any]
+    backend: str
+    resolution: int
+    classes: list[str]
+    world_size: int
+    global_batch_size: int
+    micro_batch_size: int
+    accum: int
+    steps_per_epoch: int
+    total_steps: int
+    status: str = "running"  # running | finished | diverged
+    command: list[str] = field(default_factory=list)
+    torch: str = ""
+    schedule: Optional[str] = None
+    plan: Optional[dict[str, Any]] = None
+    summary: Optional[dict[str, Any]] = None
+    error: Optional[str] = None
+
+
+class RunDir:
+    """The files of one run."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self.spec = self.path / "spec.yaml"
+        self.recipe = self.path / "recipe.yaml"
+        self.resolved = self.path / "resolved.yaml"
+        self.info_file = self.path / "run.json"
+        self.metrics = self.path / "metrics.csv"
+        self.checkpoint = self.path / "checkpoint.pt"
+        self.ema = self.path / "ema.pt"
+        self.finetuned = self.path / "finetuned.pt"
+        self.finetune_info = self.path / "finetune.json"
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def create(self) -> None:
+        """Claim the directory for a new run: it must not hold one already, and must be writable."""
+        if self.info_file.exists():
+            raise SpecError(
+                f"{self.path} already holds a run: pass --resume to continue it, or choose another --out",
+                parameter="out",
+            )
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            probe = self.path / ".write-test"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as exc:
+            raise SpecError(f"{self.path}: cannot write ({exc.strerror or exc})", parameter="out") from None
+
+    def require(self, parameter: str = "run") -> None:
+        if not self.info_file.is_file():
+            what = "no run to resume" if parameter == "out" else "not a run directory"
+            raise SpecError(f"{self.path}: {what} (no {self.info_file.name})", parameter=parameter)
+
+    def raw_info(self, parameter: str = "run") -> dict[str, Any]:
+        """run.json as written (a run may be of another backend, or half-written by an older archspec)."""
+        self.require(parameter)
+        try:
+            data = json.loads(self.info_file.read_text())
+        except (OSError, ValueError) as exc:
+            raise SpecError(f"{self.info_file}: unreadable ({exc})", parameter=parameter) from None
+        if not isinstance(data, dict):
+            raise SpecError(f"{self.info_file}: not a run.json", parameter=parameter)
+        return data
+
+    def info(self, parameter: str = "run") -> RunInfo:
+        data = self.raw_info(parameter)
+        try:
+            return RunInfo(**data)
+        except TypeError as exc:
+            raise SpecError(f"{self.info_file}: not a run.json of this archspec ({exc})", parameter=parameter) from None
+
+    def write_info(self, run_info: RunInfo) -> None:
+        write_text(self.info_file, json.dumps(asdict(run_info), indent=2))
+
+    def write_inputs(self, spec: ModelSpec, recipe: Recipe, resolved: ResolvedSpec) -> None:
+        write_text(self.spec, spec_yaml(spec))
+        write_text(self.resolved, resolved_yaml(resolved))
+        self.write_recipe(recipe)
+
+    def write_recipe(self, recipe: Recipe) -> None:
+        write_text(self.recipe, recipe_yaml(recipe))

@@ -1,0 +1,126 @@
+"""Flags shared by several commands, declared once, and the parsers of list and count flags.
+
+A choice is an Enum, so typer itself refuses a bad value (one line, exit 2); list and count flags
+parse with `parser=`, whose errors typer reports the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from archspec.limits import MAX_BATCH
+
+SPEC_HELP = "A spec file (YAML) or a preset name (efficientnet-b0 ... b7)."
+RESOLUTION_HELP = "Pixels, or native, half or train (default: train)."
+
+
+class Device(str, Enum):
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class Backend(str, Enum):
+    torch = "torch"
+    poptorch = "poptorch"
+
+
+class TrainBackend(str, Enum):
+    torch = "torch"
+    torch_pipeline = "torch-pipeline"
+    poptorch = "poptorch"
+
+
+class Schedule(str, Enum):
+    gpipe = "gpipe"
+    one_f_one_b = "1f1b"
+
+
+class Metric(str, Enum):
+    macs = "macs"
+    params = "params"
+
+
+class GroupRounding(str, Enum):
+    by_size = "size"
+    by_count = "count"
+
+
+class Weights(str, Enum):
+    auto = "auto"
+    finetuned = "finetuned"
+    ema = "ema"
+    raw = "raw"
+
+
+class Dataset(str, Enum):
+    synthetic = "synthetic"
+
+
+class UsageError(Exception):
+    """Flags that do not go together: one line naming the command, exit 2."""
+
+
+_SUFFIX = {"k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "B": 1e9, "T": 1e12}
+
+
+def count(value: str) -> int:
+    """'390M', '0.39G', '5.3e6' or '390,000,000' -> an integer count."""
+    text = value.strip().replace(",", "").replace("_", "")
+    scale = _SUFFIX.get(text[-1:], 1.0)
+    try:
+        number = float(text[:-1] if scale != 1.0 else text) * scale
+    except ValueError:
+        raise typer.BadParameter(f"expected a count such as 390000000, 390M or 0.39G, got {value!r}") from None
+    if not 0 < number < 1e18:
+        raise typer.BadParameter(f"must be a positive count, got {value!r}")
+    return round(number)
+
+
+def listing(kind: Callable[[str], object], words: str) -> Callable[[str], list[object]]:
+    def parse(value: str) -> list[object]:
+        items = [v.strip() for v in value.split(",") if v.strip()]
+        if not items:
+            raise typer.BadParameter(f"give a comma-separated list, got {value!r}")
+        try:
+            return [kind(v) for v in items]
+        except ValueError:
+            raise typer.BadParameter(f"expected comma-separated {words}, got {value!r}") from None
+
+    return parse
+
+
+ints = listing(int, "integers")
+numbers = listing(float, "numbers")
+
+SpecArg = Annotated[str, typer.Argument(help=SPEC_HELP, metavar="SPEC", show_default=False)]
+RunArg = Annotated[
+    Path, typer.Argument(help="A run directory written by `archspec train`.", metavar="RUN", show_default=False)
+]
+Json = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+ResolutionFlag = Annotated[
+    Optional[str], typer.Option("--resolution", help=RESOLUTION_HELP, metavar="PX|native|half|train")
+]
+CostBatch = Annotated[
+    int,
+    typer.Option(
+        "--batch-size", min=1, max=MAX_BATCH, help="Batch size for activation memory and arithmetic intensity."
+    ),
+]
+DeviceFlag = Annotated[Device, typer.Option("--device", help="Where to run.")]
+Nproc = Annotated[int, typer.Option("--nproc", min=1, max=1024, help="Processes on this machine (torch.distributed).")]
+MaxSteps = Annotated[
+    Optional[int], typer.Option("--max-steps", min=1, help="Stop after this many optimizer steps.", metavar="N")
+]
+Epochs = Annotated[Optional[float], typer.Option("--epochs", help="Epochs (default: the recipe's).", metavar="N")]
+MicroBatch = Annotated[int, typer.Option("--micro-batch", min=1, max=1 << 16, help="Images per micro-batch.")]
+MemoryFraction = Annotated[float, typer.Option("--memory-fraction", help="Usable share of an IPU's 900 MB.")]
+WritePath = Annotated[Optional[Path], typer.Option("--write", help="Save the result here (YAML).", metavar="FILE")]
+PlotPath = Annotated[Optional[Path], typer.Option("--plot", help="Write a PNG figure here.", metavar="FILE.png")]
+RecipePath = Annotated[
+    Optional[Path], typer.Option("--recipe", help="A recipe YAML overriding the paper's.", metavar="FILE")
+]

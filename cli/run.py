@@ -1,0 +1,121 @@
+"""`archspec train`, `finetune` and `eval`: the shared runner."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from archspec.limits import MAX_BATCH
+
+from . import render
+from .options import (
+    Dataset,
+    Device,
+    DeviceFlag,
+    Epochs,
+    Json,
+    MaxSteps,
+    Nproc,
+    RecipePath,
+    RunArg,
+    Schedule,
+    SpecArg,
+    TrainBackend,
+    UsageError,
+    Weights,
+    ints,
+)
+
+Data = Annotated[Optional[Path], typer.Option(metavar="DIR", help="ImageFolder tree with train/ and val/.")]
+DatasetFlag = Annotated[Optional[Dataset], typer.Option(help="The built-in set (the default without --data).")]
+TrainResolution = Annotated[Optional[str], typer.Option(metavar="PX|native|half", help="Default: the spec's train.")]
+GlobalBatch = Annotated[Optional[int], typer.Option(min=1, max=MAX_BATCH, metavar="B", help="Default: the recipe's.")]
+Accum = Annotated[int, typer.Option(min=1, max=4096, help="Micro-batches accumulated per global batch.")]
+Out = Annotated[Optional[Path], typer.Option(metavar="RUN", help="The run directory (default: runs/<spec name>).")]
+Resume = Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")]
+Seed = Annotated[int, typer.Option(min=0, help="Seed of weights, data order and augmentation.")]
+BackendFlag = Annotated[TrainBackend, typer.Option(help="torch-pipeline: --stages processes; poptorch: IPUs.")]
+Stages = Annotated[int, typer.Option(min=2, max=64, help="torch-pipeline / poptorch: pipeline stages.")]
+ScheduleFlag = Annotated[Schedule, typer.Option(help="torch-pipeline: the pipeline schedule.")]
+TestResolution = Annotated[int, typer.Option(metavar="PX", help="Fine-tune (and test) at this resolution.")]
+Blocks = Annotated[int, typer.Option(help="How many blocks from the end train (1 = the head).")]
+Resolutions = Annotated[Any, typer.Option(parser=ints, metavar="R,...", help="Comma-separated, e.g. 224,256,288.")]
+WeightsFlag = Annotated[Weights, typer.Option(help="auto: finetuned if any, else ema.")]
+
+
+def train(
+    spec: SpecArg,
+    data: Data = None,
+    dataset: DatasetFlag = None,
+    resolution: TrainResolution = None,
+    epochs: Epochs = None,
+    max_steps: MaxSteps = None,
+    batch_size: GlobalBatch = None,
+    accum: Accum = 1,
+    device: DeviceFlag = Device.cpu,
+    nproc: Nproc = 1,
+    recipe: RecipePath = None,
+    out: Out = None,
+    resume: Resume = False,
+    seed: Seed = 0,
+    backend: BackendFlag = TrainBackend.torch,
+    stages: Stages = 2,
+    schedule: ScheduleFlag = Schedule.gpipe,
+) -> None:
+    """Train SPEC with the paper's recipe (RMSProp-TF, EMA, Mixup+CutMix) on --data or synthetic images."""
+    from archspec.runner.options import TrainOptions
+    from archspec.runner.train import run as run_training
+    from archspec.spec import load_spec
+
+    if dataset is not None and data is not None:
+        raise UsageError("--data and --dataset synthetic exclude each other")
+    out = out if out is not None else Path("runs") / load_spec(spec).name
+    given = (data, resolution, epochs, max_steps, batch_size, accum, device.value, recipe, resume, seed, backend.value)
+    options = TrainOptions(spec, out, *given, stages, schedule.value)
+    summary = run_training(options, nproc)
+    if summary is not None:
+        render.train_summary(summary, out)
+
+
+def finetune(
+    run: RunArg,
+    resolution: TestResolution,
+    blocks: Blocks,
+    epochs: Epochs = None,
+    max_steps: MaxSteps = None,
+    device: DeviceFlag = Device.cpu,
+    nproc: Nproc = 1,
+) -> None:
+    """Fine-tune the last blocks of a run at a test resolution, from its EMA weights (SGD, cosine from 0.25)."""
+    from archspec.runner.finetune import run as run_finetune
+    from archspec.runner.options import FinetuneOptions
+
+    options = FinetuneOptions(run, resolution, blocks, epochs, max_steps, device.value)
+    render.finetune_summary(run_finetune(options, nproc))
+
+
+def eval_(
+    run: RunArg,
+    resolutions: Resolutions,
+    weights: WeightsFlag = Weights.auto,
+    device: DeviceFlag = Device.cpu,
+    as_json: Json = False,
+) -> None:
+    """Top-1 and top-5 of a run at each test resolution (warns where r_test != r_train mod 2^n)."""
+    from archspec.runner.evaluate import evaluate_run
+
+    payload, warnings = evaluate_run(run, resolutions, weights.value, device.value)
+    for message in warnings:
+        render.warn(message)
+    if as_json:
+        render.emit_json(payload)
+    else:
+        render.eval_results(payload)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(train)
+    app.command()(finetune)
+    app.command("eval")(eval_)

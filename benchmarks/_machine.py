@@ -26,8 +26,9 @@ def machine() -> dict[str, object]:
         if torch.cuda.is_available():
             info["gpu"] = torch.cuda.get_device_name(0)
     with contextlib.suppress(OSError):
-        info["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                        check=False).stdout.strip()
+        info["commit"] = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+        ).stdout.strip()
     return info
 
 

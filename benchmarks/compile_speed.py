@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 
 import torch
+from _machine import save_result
 from torch.utils.flop_counter import FlopCounterMode
 
 import archspec
-from _machine import save_result
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = "specs/b5_g16.yaml"
@@ -52,8 +52,12 @@ def main() -> None:
     cli = [sys.executable, "-m", "archspec.cli"]
     compile_wall = wall([*cli, "compile", SPEC])
     stats_wall = wall([*cli, "stats", SPEC, "--json"])
-    match_walls = {f"b{b}": max(wall([*cli, "match-flops", f"specs/b{b}_g16.yaml", "--target", f"specs/b{b}_g1.yaml",
-                                      "--json"], repeats=3)) for b in (0, 2, 5)}
+    match_walls = {
+        f"b{b}": max(
+            wall([*cli, "match-flops", f"specs/b{b}_g16.yaml", "--target", f"specs/b{b}_g1.yaml", "--json"], repeats=3)
+        )
+        for b in (0, 2, 5)
+    }
     stats_times, cost = timed(lambda: archspec.stats(ROOT / SPEC), 20)
     meta_times, meta_macs = timed(lambda: trace("meta"), 3)
     cpu_times, cpu_macs = timed(lambda: trace("cpu"), 3)
@@ -71,8 +75,8 @@ def main() -> None:
         "speedup_vs_cpu_trace": med(cpu_times) / med(stats_times),
         "speedup_vs_meta_trace": med(meta_times) / med(stats_times),
         "notes": "stats = load + resolve + build_graph + totals, in process; a trace = build_model + one "
-                 "forward (batch 1, native resolution) under FlopCounterMode; both produce the same MACs. "
-                 "CLI walls include interpreter start-up and imports.",
+        "forward (batch 1, native resolution) under FlopCounterMode; both produce the same MACs. "
+        "CLI walls include interpreter start-up and imports.",
     }
     print(json.dumps(save_result("compile_speed", result), indent=2))
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from _machine import save_result
 
 import archspec
-from _machine import save_result
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -70,13 +70,20 @@ def main() -> None:
         for norm in ("gn", "ln+pn"):
             results[f"{norm}/{mode}"] = step_times(norm, args.device, args.batch_size, args.steps, compiled)
             print(norm, mode, results[f"{norm}/{mode}"], flush=True)
-    ratios = {mode: results[f"ln+pn/{mode}"]["median_s"] / results[f"gn/{mode}"]["median_s"]
-              for mode in ("eager", "compile") if f"gn/{mode}" in results}
+    ratios = {
+        mode: results[f"ln+pn/{mode}"]["median_s"] / results[f"gn/{mode}"]["median_s"]
+        for mode in ("eager", "compile")
+        if f"gn/{mode}" in results
+    }
     out = {
-        "spec": "specs/b0_g16.yaml (norm overridden)", "resolution": 128, "batch_size": args.batch_size,
-        "device": args.device, "step": "forward + backward, cross-entropy" +
-        (", bf16 autocast, channels_last" if args.device == "cuda" else ", fp32"),
-        "results": results, "ln_pn_over_gn": ratios,
+        "spec": "specs/b0_g16.yaml (norm overridden)",
+        "resolution": 128,
+        "batch_size": args.batch_size,
+        "device": args.device,
+        "step": "forward + backward, cross-entropy"
+        + (", bf16 autocast, channels_last" if args.device == "cuda" else ", fp32"),
+        "results": results,
+        "ln_pn_over_gn": ratios,
     }
     save_result(f"norm_speed_{args.device}", out)
     print(json.dumps({"ln_pn_over_gn": ratios}, indent=2))

@@ -19,14 +19,24 @@ NATIVE = {0: 224, 1: 240, 2: 260, 3: 300, 4: 380, 5: 456, 6: 528, 7: 600}
 HALF = {0: 160, 1: 176, 2: 192, 3: 204, 4: 252, 5: 328}
 # The paper's Table 2, (size, G, E): (P in millions, F in billions) as printed
 TABLE_2 = {
-    (0, 1, 6): (5.3, 0.4), (0, 4, 5): (5.1, 0.4), (0, 16, 4): (5.9, 0.6), (0, 32, 3): (6.2, 0.9),
+    (0, 1, 6): (5.3, 0.4),
+    (0, 4, 5): (5.1, 0.4),
+    (0, 16, 4): (5.9, 0.6),
+    (0, 32, 3): (6.2, 0.9),
     (0, 64, 2): (6.7, 1.5),
-    (1, 1, 6): (7.8, 0.7), (1, 16, 4): (8.3, 1.1),
-    (2, 1, 6): (9.1, 1.0), (2, 4, 5): (8.6, 1.0), (2, 16, 4): (9.5, 1.5), (2, 32, 3): (10.3, 2.1),
+    (1, 1, 6): (7.8, 0.7),
+    (1, 16, 4): (8.3, 1.1),
+    (2, 1, 6): (9.1, 1.0),
+    (2, 4, 5): (8.6, 1.0),
+    (2, 16, 4): (9.5, 1.5),
+    (2, 32, 3): (10.3, 2.1),
     (2, 64, 2): (9.9, 3.6),
-    (3, 1, 6): (12.2, 1.8), (3, 16, 4): (12.6, 2.7),
-    (4, 1, 6): (19.3, 4.4), (4, 16, 4): (19.3, 6.2),
-    (5, 1, 6): (30.4, 10.2), (5, 16, 4): (28.7, 13.4),
+    (3, 1, 6): (12.2, 1.8),
+    (3, 16, 4): (12.6, 2.7),
+    (4, 1, 6): (19.3, 4.4),
+    (4, 16, 4): (19.3, 6.2),
+    (5, 1, 6): (30.4, 10.2),
+    (5, 16, 4): (28.7, 13.4),
 }
 
 
@@ -56,11 +66,73 @@ def cli(capsys):
     return run
 
 
-def run_archspec(*args: str, cwd: Path = ROOT, timeout: float = 120, env: dict | None = None,
-                 preexec_fn=None) -> Result:
+def run_archspec(
+    *args: str, cwd: Path = ROOT, timeout: float = 120, env: dict | None = None, preexec_fn=None
+) -> Result:
     """The installed console script in a fresh interpreter."""
     proc = subprocess.run(
-        [sys.executable, "-m", "archspec.cli", *map(str, args)], cwd=cwd, capture_output=True, text=True,
-        timeout=timeout, env={**os.environ, **(env or {})}, preexec_fn=preexec_fn,
+        [sys.executable, "-m", "archspec.cli", *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        preexec_fn=preexec_fn,
     )
     return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def start_archspec(*args: str, cwd: Path = ROOT) -> subprocess.Popen:
+    """The CLI in its own process group (so that a kill reaches every process it starts)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "archspec.cli", *map(str, args)],
+        cwd=cwd,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def kill_when(proc: subprocess.Popen, ready, timeout: float = 300) -> None:
+    """SIGKILL the process group as soon as `ready()` holds (a machine losing power, for the run)."""
+    import signal
+    import time
+
+    deadline = time.time() + timeout
+    while not ready() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def checkpoint_state(run: Path) -> dict:
+    """Step, model and EMA of a run's checkpoint, flattened."""
+    from archspec.runner.checkpoint import load
+
+    state = load(run / "checkpoint.pt")
+    return {
+        "step": state["step"],
+        **{f"model.{k}": v for k, v in state["model"].items()},
+        **{f"ema.{k}": v for k, v in state["ema"].items()},
+    }
+
+
+MAC_OPS = {"aten.convolution", "aten.addmm", "aten.mm"}
+
+
+def torch_counts(spec, resolution: int) -> tuple[int, int]:
+    """Parameters and multiply-accumulates of a spec's model as torch itself counts them (the
+    module's parameters; FlopCounterMode's conv and matmul FLOPs, halved): an oracle that does not
+    go through archspec's cost model."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    import archspec
+
+    with torch.device("meta"):
+        model = archspec.build_model(spec).eval()
+        x = torch.empty(1, 3, resolution, resolution)
+    with FlopCounterMode(display=False) as counter:
+        model(x)
+    flops = sum(v for op, v in counter.get_flop_counts()["Global"].items() if str(op) in MAC_OPS)
+    return sum(p.numel() for p in model.parameters()), flops // 2

@@ -20,8 +20,16 @@ def main() -> None:
     spec = archspec.load_spec(SPEC)
     g, plan = pipeline_plan(spec, RESOLUTION, ctx.world, MICRO)
     model = archspec.build_model(spec, seed=0).train()
-    runner = PipelineRunner(model, g, plan, ctx, N_MICRO, MICRO, lambda logits, y: F.cross_entropy(logits, y),
-                            sys.argv[3] if len(sys.argv) > 3 else "gpipe")
+    runner = PipelineRunner(
+        model,
+        g,
+        plan,
+        ctx,
+        N_MICRO,
+        MICRO,
+        lambda logits, y: F.cross_entropy(logits, y),
+        sys.argv[3] if len(sys.argv) > 3 else "gpipe",
+    )
     x = torch.randn(MICRO * N_MICRO, 3, RESOLUTION, RESOLUTION, generator=torch.Generator().manual_seed(1))
     y = torch.randint(0, 10, (MICRO * N_MICRO,), generator=torch.Generator().manual_seed(2))
     loss = runner.step(x if runner.first else None, y if runner.last else None)
@@ -29,8 +37,11 @@ def main() -> None:
     gathered = [None] * ctx.world
     dist.all_gather_object(gathered, {"loss": loss, "grads": grads, "boundaries": plan.boundaries})
     if ctx.main:
-        merged = {"loss": next(p["loss"] for p in gathered if p["loss"] is not None), "grads": {},
-                  "boundaries": plan.boundaries}
+        merged = {
+            "loss": next(p["loss"] for p in gathered if p["loss"] is not None),
+            "grads": {},
+            "boundaries": plan.boundaries,
+        }
         for part in gathered:
             merged["grads"].update(part["grads"])
         torch.save(merged, sys.argv[1])

@@ -13,7 +13,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import archspec
 from archspec.cost import totals
-from archspec.graph import build_graph, layers, units
+from archspec.graph import build_graph, convs, layers, units
 from archspec.presets import PRESET_NAMES
 
 NORMS = ["bn", "gn", "ln", "gn+pn", "ln+pn"]
@@ -58,10 +58,11 @@ def _check_module_against_ir(g, model, x) -> torch.Tensor:
     last_of_unit = {u: [n for n, d in layers(g) if d["unit"] == u][-1] for u in units(g)}
     watched = {d["module"]: n for n, d in layers(g) if d["module"] is not None}
     watched.update({u: last_of_unit[u] for u in units(g) if u.startswith("blocks.")})
-    for path, node_name in watched.items():
+    for path in watched:
         module = model.get_submodule(path)
-        hooks.append(module.register_forward_hook(
-            lambda _m, _i, out, key=path: seen.__setitem__(key, tuple(out.shape))))
+        hooks.append(
+            module.register_forward_hook(lambda _m, _i, out, key=path: seen.__setitem__(key, tuple(out.shape)))
+        )
     with FlopCounterMode(display=False) as counter:
         logits = model(x)
     for h in hooks:
@@ -103,7 +104,7 @@ def test_small_module_equals_ir_on_cpu(spec, resolution, seed):
 def test_odd_resolutions_match_same_padding():
     # 'same' padding: every stride-2 layer maps n -> ceil(n / 2)
     g = build_graph(archspec.resolve(archspec.load_spec("efficientnet-b0")), 225)
-    sizes = [d["out_shape"][1] for _, d in layers(g, "conv") if d["stride"] == 2]
+    sizes = [d["out_shape"][1] for _, d in convs(g) if d["stride"] == 2]
     assert sizes == [113, 57, 29, 15, 8]
     with torch.device("meta"):
         model = archspec.build_model(g)

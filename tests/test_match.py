@@ -15,8 +15,14 @@ import archspec
 from archspec.match import expansion_candidates, match_expansion, with_expansion
 from conftest import SPECS
 
+
 def _cost(spec, e):
     return archspec.stats(archspec.resolve(with_expansion(spec, e)))
+
+
+def _scan(spec, step: float = 0.02):
+    """The oracle: the cost at every E = 1, 1 + step, ... 8, each built and costed on its own."""
+    return [_cost(spec, 1 + i * step) for i in range(round(7 / step) + 1)]
 
 
 @pytest.mark.parametrize("b", [0, 2, 5])
@@ -30,19 +36,19 @@ def test_match_flops_cli_against_g1(cli, b):
     cost = _cost(spec, payload["expansion_ratio"])
     assert (payload["macs"], payload["params"]) == (cost.macs, cost.params)
     assert payload["relative_error"] == pytest.approx((cost.macs - target) / target)
-    candidates = expansion_candidates(spec, 1.0, 8.0)
-    assert payload["architectures_searched"] == len(candidates)
-    assert abs(payload["macs"] - target) == min(abs(c.macs - target) for c in candidates)
     assert abs(payload["relative_error"]) <= 0.01
+    if b < 5:  # no E on a fine grid does better (B5's scan costs seconds and adds nothing new)
+        assert abs(payload["macs"] - target) <= min(abs(c.macs - target) for c in _scan(spec))
 
 
 def test_divisor_rounding_cannot_match_b0_within_one_percent():
     """Why the G16 specs round expanded channels to the group size: with channel_divisor rounding
-    alone and DESIGN's nearest-group-size rounding, B0-G16's cost jumps by several percent between
+    alone and the default nearest-group-size rounding, B0-G16's cost jumps by several percent between
     neighbouring architectures, and none lands within 1% of B0-G1 (every architecture in [1, 8] is
     searched)."""
-    spec = archspec.load_spec({"base": str(SPECS / "b0_g16.yaml"), "mid_channel_rounding": "divisor",
-                               "group_rounding": "size"})
+    spec = archspec.load_spec(
+        {"base": str(SPECS / "b0_g16.yaml"), "mid_channel_rounding": "divisor", "group_rounding": "size"}
+    )
     target = archspec.stats(SPECS / "b0_g1.yaml").macs
     best = match_expansion(spec, target, "macs", 1.0, 8.0)
     assert abs(best.error(best.chosen)) > 0.02
@@ -50,8 +56,9 @@ def test_divisor_rounding_cannot_match_b0_within_one_percent():
 
 @pytest.mark.parametrize("b", [0, 2, 5])
 def test_integer_match_is_the_best_integer(cli, b):
-    payload = json.loads(cli("match-flops", SPECS / f"b{b}_g16.yaml", "--target", SPECS / f"b{b}_g1.yaml",
-                             "--integer", "--json").out)
+    payload = json.loads(
+        cli("match-flops", SPECS / f"b{b}_g16.yaml", "--target", SPECS / f"b{b}_g1.yaml", "--integer", "--json").out
+    )
     spec = archspec.load_spec(SPECS / f"b{b}_g16.yaml")
     target = archspec.stats(SPECS / f"b{b}_g1.yaml").macs
     errors = {e: abs(_cost(spec, e).macs - target) for e in range(1, 9)}
@@ -87,20 +94,21 @@ def test_candidates_equal_a_dense_scan_on_a_small_spec():
 
 def test_matching_params_and_raw_targets(cli):
     params = archspec.stats(SPECS / "b0_g1.yaml").params
-    payload = json.loads(cli("match-flops", SPECS / "b0_g16.yaml", "--target-params", f"{params / 1e6:.4f}M",
-                             "--json").out)
+    payload = json.loads(
+        cli("match-flops", SPECS / "b0_g16.yaml", "--target-params", f"{params / 1e6:.4f}M", "--json").out
+    )
     assert payload["metric"] == "params"
     spec = archspec.load_spec(SPECS / "b0_g16.yaml")
-    best = min(expansion_candidates(spec), key=lambda c: abs(c.params - payload["target"]))
-    assert abs(payload["params"] - payload["target"]) == abs(best.params - payload["target"])
+    assert abs(payload["params"] - payload["target"]) <= min(abs(c.params - payload["target"]) for c in _scan(spec))
     macs = json.loads(cli("match-flops", "efficientnet-b0", "--target-macs", "0.5G", "--json").out)
     assert macs["target"] == 500_000_000 and macs["metric"] == "macs"
 
 
 def test_write_saves_a_valid_spec_that_compiles_to_the_reported_numbers(tmp_path, cli):
     out = tmp_path / "matched.yaml"
-    payload = json.loads(cli("match-flops", SPECS / "b2_g16.yaml", "--target", SPECS / "b2_g1.yaml", "--write",
-                             out, "--json").out)
+    payload = json.loads(
+        cli("match-flops", SPECS / "b2_g16.yaml", "--target", SPECS / "b2_g1.yaml", "--write", out, "--json").out
+    )
     assert cli("validate", out).code == 0
     text = out.read_text()
     assert text.startswith("# Written by `archspec match-flops`") and str(SPECS / "b2_g1.yaml") in text
@@ -110,29 +118,43 @@ def test_write_saves_a_valid_spec_that_compiles_to_the_reported_numbers(tmp_path
 
 
 def test_match_at_a_given_resolution(cli):
-    payload = json.loads(cli("match-flops", SPECS / "b0_g16.yaml", "--target", SPECS / "b0_g1.yaml",
-                             "--resolution", "128", "--json").out)
+    payload = json.loads(
+        cli("match-flops", SPECS / "b0_g16.yaml", "--target", SPECS / "b0_g1.yaml", "--resolution", "128", "--json").out
+    )
     assert payload["target"] == archspec.stats(SPECS / "b0_g1.yaml", resolution=128).macs
     spec = archspec.load_spec(SPECS / "b0_g16.yaml")
-    assert payload["macs"] == archspec.stats(archspec.resolve(with_expansion(spec, payload["expansion_ratio"])),
-                                             resolution=128).macs
+    assert (
+        payload["macs"]
+        == archspec.stats(archspec.resolve(with_expansion(spec, payload["expansion_ratio"])), resolution=128).macs
+    )
 
 
-@pytest.mark.parametrize("args,expected", [
-    (("efficientnet-b9", "--target-macs", "1G"), "unknown preset"),
-    (("efficientnet-b0", "--target", "efficientnet-b9"), "unknown preset"),
-    (("efficientnet-b0", "--target-macs", "1G", "--min", "3", "--max", "2"), "need 1 <= min <= max <= 16"),
-    (("efficientnet-b0", "--target-macs", "1G", "--min", "-1"), "need 1 <= min <= max <= 16"),
-    (("efficientnet-b0", "--target-macs", "1G", "--min", "2.5", "--max", "2.7", "--integer"),
-     "no integer expansion ratio"),
-    (("efficientnet-b0", "--target-macs", "1k"), "is out of reach"),
-    (("efficientnet-b0", "--target-macs", "-5"), "must be a positive count"),
-    (("efficientnet-b0", "--target-macs", "lots"), "expected a count"),
-    (("efficientnet-b0",), "give exactly one of"),
-    (("efficientnet-b0", "--target-macs", "1G", "--target-params", "5M"), "give exactly one of"),
-    (("efficientnet-b0", "--target-params", "5M", "--metric", "macs"), "contradicts"),
-    (("efficientnet-b0", "--target-macs", "0.5G", "--write", "/nonexistent/dir/x.yaml"), "does not exist"),
-])
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (("efficientnet-b9", "--target-macs", "1G"), "unknown preset"),
+        (("efficientnet-b0", "--target", "efficientnet-b9"), "unknown preset"),
+        (
+            ("efficientnet-b0", "--target-macs", "1G", "--min", "3", "--max", "2"),
+            "--min: the range of expansion ratios must lie within [1, 16], lowest first; got [3, 2]",
+        ),
+        (
+            ("efficientnet-b0", "--target-macs", "1G", "--min", "-1"),
+            "Invalid value for '--min': Input should be greater than or equal to 1",
+        ),
+        (
+            ("efficientnet-b0", "--target-macs", "1G", "--min", "2.5", "--max", "2.7", "--integer"),
+            "no integer expansion ratio",
+        ),
+        (("efficientnet-b0", "--target-macs", "1k"), "is out of reach"),
+        (("efficientnet-b0", "--target-macs", "-5"), "must be a positive count"),
+        (("efficientnet-b0", "--target-macs", "lots"), "expected a count"),
+        (("efficientnet-b0",), "give exactly one of"),
+        (("efficientnet-b0", "--target-macs", "1G", "--target-params", "5M"), "give exactly one of"),
+        (("efficientnet-b0", "--target-params", "5M", "--metric", "macs"), "contradicts"),
+        (("efficientnet-b0", "--target-macs", "0.5G", "--write", "/nonexistent/dir/x.yaml"), "does not exist"),
+    ],
+)
 def test_bad_input_is_one_line(cli, args, expected):
     result = cli("match-flops", *args)
     assert result.code == 2, result

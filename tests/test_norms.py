@@ -38,13 +38,15 @@ def _proxy(gamma, beta, proxy_beta, proxy_gamma) -> tuple[float, float]:
 
 def _quad_moments(phi, m: float, s: float) -> tuple[float, float]:
     """High-precision adaptive quadrature in float64, split where the integrand bends."""
+
     def pdf(y: float) -> float:  # N(m, s^2); a frozen scipy.stats distribution is ~80x slower per call
         return math.exp(-0.5 * ((y - m) / s) ** 2) / (s * math.sqrt(2 * math.pi))
+
     cuts = sorted({m - 14 * s, m + 14 * s, min(max(0.0, m - 14 * s), m + 14 * s), m})
     opts = dict(epsabs=0, epsrel=1e-13, limit=400)
 
     def integral(f):
-        return sum(integrate.quad(lambda y: f(y) * pdf(y), a, b, **opts)[0] for a, b in zip(cuts, cuts[1:]))
+        return sum(integrate.quad(lambda y: f(y) * pdf(y), a, b, **opts)[0] for a, b in itertools.pairwise(cuts))
 
     first = integral(phi)
     return first, integral(lambda y: (phi(y) - first) ** 2)
@@ -75,8 +77,11 @@ def test_smooth_activation_moments_match_adaptive_quadrature(activation):
 def test_moments_agree_with_monte_carlo_within_4_standard_errors(activation):
     rng = np.random.default_rng(0)
     n = 10**6
-    phi = {"silu": lambda u: u / (1 + np.exp(-u)), "relu": lambda u: np.maximum(u, 0),
-           "gelu": lambda u: 0.5 * u * (1 + np.vectorize(math.erf)(u / math.sqrt(2)))}[activation]
+    phi = {
+        "silu": lambda u: u / (1 + np.exp(-u)),
+        "relu": lambda u: np.maximum(u, 0),
+        "gelu": lambda u: 0.5 * u * (1 + np.vectorize(math.erf)(u / math.sqrt(2))),
+    }[activation]
     params = [(1.3, -0.4, 0.2, -0.3), (-0.8, 0.5, -0.6, 0.4), (2.0, 1.0, 0.0, 0.0)]
     mean, var = _layer_moments(activation, params)
     for i, (gamma, beta, proxy_beta, proxy_gamma) in enumerate(params):
@@ -92,8 +97,10 @@ def test_moments_agree_with_monte_carlo_within_4_standard_errors(activation):
 @pytest.mark.parametrize("activation", ["silu", "relu"])
 def test_moments_are_differentiable(activation):
     moments = ProxyMoments(activation)
-    inputs = tuple(torch.tensor(v, dtype=torch.float64, requires_grad=True)
-                   for v in ([1.2, -0.7, 0.4], [0.3, -0.2, 1.1], [0.1, -0.4, 0.0], [0.2, -0.1, 0.3]))
+    inputs = tuple(
+        torch.tensor(v, dtype=torch.float64, requires_grad=True)
+        for v in ([1.2, -0.7, 0.4], [0.3, -0.2, 1.1], [0.1, -0.4, 0.0], [0.2, -0.1, 0.3])
+    )
     assert torch.autograd.gradcheck(lambda *a: moments(*a), inputs)
 
 
@@ -116,7 +123,9 @@ def test_proxy_normalized_activation_is_eq_4(kind):
 def test_norm_without_activation_is_plain():
     with pytest.raises(ValueError):
         NormAct(8, "ln", proxy=True)
-    g = archspec.build_graph(archspec.resolve(archspec.load_spec({"base": "efficientnet-b0", "norm": {"type": "ln+pn"}})))
+    g = archspec.build_graph(
+        archspec.resolve(archspec.load_spec({"base": "efficientnet-b0", "norm": {"type": "ln+pn"}}))
+    )
     project_norms = [d for n, d in g.nodes(data=True) if d["op"] == "norm" and d["activation"] is None]
     assert project_norms and not any(d["proxy"] for d in project_norms)
 
@@ -132,7 +141,7 @@ def _logits_in_one_batch_and_split(norm: str, size: int):
     model = _model(norm)
     x = torch.randn(8, 3, 64, 64, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     with torch.no_grad():
-        return model(x), torch.cat([model(x[i:i + size]) for i in range(0, 8, size)])
+        return model(x), torch.cat([model(x[i : i + size]) for i in range(0, 8, size)])
 
 
 @pytest.mark.parametrize("norm", ["gn", "ln", "gn+pn", "ln+pn"])
@@ -154,7 +163,7 @@ def _full_and_accumulated(norm: str):
     full, accumulated = _model(norm), _model(norm)
     F.cross_entropy(full(x), y).backward()
     for i in range(4):
-        (F.cross_entropy(accumulated(x[8 * i:8 * i + 8]), y[8 * i:8 * i + 8]) / 4).backward()
+        (F.cross_entropy(accumulated(x[8 * i : 8 * i + 8]), y[8 * i : 8 * i + 8]) / 4).backward()
     return full, accumulated
 
 
@@ -179,9 +188,20 @@ def test_weight_decay_groups():
     plain = {names[id(p)] for p in no_decay["params"]}
     assert decayed | plain == set(names.values()) and not decayed & plain
     for name in decayed:
-        assert name.endswith(("conv_stem.weight", "conv_pw.weight", "conv_dw.weight", "conv_pwl.weight",
-                              "conv_head.weight", "conv_reduce.weight", "conv_expand.weight", "classifier.weight",
-                              ".pn_beta", ".pn_gamma")), name
+        assert name.endswith(
+            (
+                "conv_stem.weight",
+                "conv_pw.weight",
+                "conv_dw.weight",
+                "conv_pwl.weight",
+                "conv_head.weight",
+                "conv_reduce.weight",
+                "conv_expand.weight",
+                "classifier.weight",
+                ".pn_beta",
+                ".pn_gamma",
+            )
+        ), name
     assert any(n.endswith(".pn_beta") for n in decayed) and any(n.endswith(".pn_gamma") for n in decayed)
     for name in plain:
         assert name.endswith((".bias", "bn1.weight", "bn2.weight", "bn3.weight")), name

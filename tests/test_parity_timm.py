@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
-import timm
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -11,10 +12,17 @@ import archspec
 from conftest import NATIVE
 
 
+@pytest.fixture(scope="module")
+def timm():
+    """timm, imported by the tests that use it rather than at collection (it takes seconds)."""
+    return importlib.import_module("timm")
+
+
 @pytest.mark.parametrize("b", range(8))
-def test_params_and_macs_equal_timm(b):
-    spec = archspec.load_spec({"base": f"efficientnet-b{b}", "group_size": 1, "expansion_ratio": 6,
-                               "norm": {"type": "bn"}})
+def test_params_and_macs_equal_timm(timm, b):
+    spec = archspec.load_spec(
+        {"base": f"efficientnet-b{b}", "group_size": 1, "expansion_ratio": 6, "norm": {"type": "bn"}}
+    )
     ours = archspec.stats(spec, resolution=NATIVE[b])
     with torch.device("meta"):
         reference = timm.create_model(f"efficientnet_b{b}")
@@ -28,7 +36,7 @@ def test_params_and_macs_equal_timm(b):
 
 
 @pytest.mark.parametrize("b", [0, 3])
-def test_timm_weights_load_strictly_and_give_the_same_logits(b):
+def test_timm_weights_load_strictly_and_give_the_same_logits(timm, b):
     # same architecture, same names: a timm checkpoint is an archspec checkpoint
     reference = timm.create_model(f"efficientnet_b{b}", bn_eps=1e-3).eval()
     model = archspec.build_model({"base": f"efficientnet-b{b}"}).eval()

@@ -18,10 +18,13 @@ from conftest import SPECS
 
 @st.composite
 def small_networks(draw):
-    spec = {"base": draw(st.sampled_from(["efficientnet-b0", "efficientnet-b2"])),
-            "width_multiplier": draw(st.sampled_from([0.25, 0.5, 1.0])),
-            "depth_multiplier": draw(st.sampled_from([0.1, 0.2, 0.3])),
-            "group_size": draw(st.sampled_from([1, 16])), "expansion_ratio": draw(st.sampled_from([2, 4, 6]))}
+    spec = {
+        "base": draw(st.sampled_from(["efficientnet-b0", "efficientnet-b2"])),
+        "width_multiplier": draw(st.sampled_from([0.25, 0.5, 1.0])),
+        "depth_multiplier": draw(st.sampled_from([0.1, 0.2, 0.3])),
+        "group_size": draw(st.sampled_from([1, 16])),
+        "expansion_ratio": draw(st.sampled_from([2, 4, 6])),
+    }
     return archspec.build_graph(archspec.resolve(archspec.load_spec(spec)), draw(st.sampled_from([64, 128, 224])))
 
 
@@ -34,7 +37,7 @@ def _brute_force(us, k, costing):
     best = None
     for cuts in itertools.combinations(range(1, len(us)), k - 1):
         edges = [0, *cuts, len(us)]
-        parts = [us[a:b] for a, b in zip(edges, edges[1:])]
+        parts = [us[a:b] for a, b in itertools.pairwise(edges)]
         if all(costing.memory(p, i, k) <= costing.device.memory_bytes for i, p in enumerate(parts)):
             value = max(costing.time(p) for p in parts)
             best = value if best is None else min(best, value)
@@ -42,8 +45,13 @@ def _brute_force(us, k, costing):
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(g=small_networks(), k=st.integers(1, 4), micro=st.sampled_from([1, 4, 16]),
-       memory=st.sampled_from([2.0, 8.0, 50.0, 1e4]), recompute=st.booleans())
+@given(
+    g=small_networks(),
+    k=st.integers(1, 4),
+    micro=st.sampled_from([1, 4, 16]),
+    memory=st.sampled_from([2.0, 8.0, 50.0, 1e4]),
+    recompute=st.booleans(),
+)
 def test_dp_equals_brute_force_and_plans_are_valid(g, k, micro, memory, recompute):
     us = plan_units(g)
     costing = _costing(memory, micro, recompute)
@@ -107,13 +115,22 @@ def test_plan_cli_says_what_would_fit(cli):
     assert result.code == 2 and "nothing does: the largest block's weights and optimizer state alone take" in result.err
 
 
-@pytest.mark.parametrize("args,expected", [
-    (("--stages", "0"), "--stages: must be from 1 to"),
-    (("--stages", "500"), "--stages: must be from 1 to"),
-    (("--stages", "2", "--micro-batch", "0"), "--micro-batch: must be at least 1"),
-    (("--stages", "2", "--micro-batch", "-3", "--at", "blocks.3.0"), "--micro-batch: must be at least 1"),
-    (("--stages", "2", "--memory-fraction", "1.5"), "--memory-fraction"),
-])
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (("--stages", "0"), "--stages: must be from 1 to"),
+        (("--stages", "500"), "--stages: must be from 1 to"),
+        (
+            ("--stages", "2", "--micro-batch", "0"),
+            "Invalid value for '--micro-batch': Input should be greater than or equal to 1",
+        ),
+        (
+            ("--stages", "2", "--micro-batch", "-3", "--at", "blocks.3.0"),
+            "Invalid value for '--micro-batch': Input should be greater than or equal to 1",
+        ),
+        (("--stages", "2", "--memory-fraction", "1.5"), "--memory-fraction"),
+    ],
+)
 def test_plan_bad_input(cli, args, expected):
     result = cli("plan", "efficientnet-b0", *args)
     assert result.code == 2 and len(result.err.splitlines()) == 1 and expected in result.err, result.err

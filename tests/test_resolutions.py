@@ -14,8 +14,12 @@ TABLE_1 = {b: (NATIVE[b], HALF[b]) for b in HALF}  # (native, half)
 # Table 5: best test resolution per model and training configuration.
 # Columns: G1-GN-native, G16-GN-native, G16-GN-half, G16-LN+PN-native, G16-LN+PN-half
 TABLE_5 = {
-    0: (480, 416, 352, 448, 384), 1: (528, 528, 400, 528, 400), 2: (548, 516, 388, 516, 420),
-    3: (652, 588, 460, 556, 396), 4: (668, 572, 508, 604, 444), 5: (680, 648, 424, 616, 488),
+    0: (480, 416, 352, 448, 384),
+    1: (528, 528, 400, 528, 400),
+    2: (548, 516, 388, 516, 420),
+    3: (652, 588, 460, 556, 396),
+    4: (668, 572, 508, 604, 444),
+    5: (680, 648, 424, 616, 488),
 }
 HALF_COLUMNS = (2, 4)
 # Recorded exceptions: B2's half resolution in Table 1 (192) is not congruent to its native 260,
@@ -35,8 +39,7 @@ def test_resolutions_json_returns_table_1(cli, b):
 
 
 def test_half_rule_where_it_differs_from_table_1(cli):
-    differs = {b: json.loads(cli("resolutions", f"efficientnet-b{b}", "--json").out)["half_rule"]
-               for b in TABLE_1}
+    differs = {b: json.loads(cli("resolutions", f"efficientnet-b{b}", "--json").out)["half_rule"] for b in TABLE_1}
     assert {b: r for b, r in differs.items() if r != TABLE_1[b][1]} == {2: 196, 4: 284}
     # the rule: nearest to native/sqrt(2) among resolutions congruent to native (mod 32)
     for b, (native, _) in TABLE_1.items():
@@ -68,7 +71,7 @@ def test_table_5_best_resolutions_against_the_rule():
             if not congruent(r, r_train, 5):
                 breaks.add((b, column, r))
     assert breaks == BREAKS_THE_RULE
-    for b, column, r in breaks:  # each recorded break satisfies the rule with the half rule's value
+    for b, _column, r in breaks:  # each recorded break satisfies the rule with the half rule's value
         assert congruent(r, half_resolution(TABLE_1[b][0], 5), 5)
 
 

@@ -73,7 +73,8 @@ def test_group_sizes_divide_channels_and_are_nearest(raw):
             for k in range(1, c + 1):
                 if c % k == 0:
                     assert abs(k - wanted) > abs(groups - wanted) or (
-                        abs(k - wanted) == abs(groups - wanted) and k >= groups)
+                        abs(k - wanted) == abs(groups - wanted) and k >= groups
+                    )
         if used != asked:
             assert any(r.where == f"{b.name}.conv_dw" and r.used == used for r in res.roundings)
 
@@ -132,8 +133,15 @@ def test_presets_carry_table_1(b):
 def test_b0_stage_table_and_scaling_follow_the_reference():
     b0 = archspec.resolve(archspec.load_spec("efficientnet-b0"))
     # (stage, repeats, out channels, kernel, stride of first block, expansion) from Tan & Le (2019), Table 1
-    expected = [(1, 16, 3, 1, 1), (2, 24, 3, 2, 6), (2, 40, 5, 2, 6), (3, 80, 3, 2, 6), (3, 112, 5, 1, 6),
-                (4, 192, 5, 2, 6), (1, 320, 3, 1, 6)]
+    expected = [
+        (1, 16, 3, 1, 1),
+        (2, 24, 3, 2, 6),
+        (2, 40, 5, 2, 6),
+        (3, 80, 3, 2, 6),
+        (3, 112, 5, 1, 6),
+        (4, 192, 5, 2, 6),
+        (1, 320, 3, 1, 6),
+    ]
     for s, (repeats, channels, kernel, stride, expansion) in enumerate(expected):
         blocks = [b for b in b0.blocks if b.stage == s]
         assert len(blocks) == repeats
@@ -172,11 +180,13 @@ def test_group_mid_rounding_never_rounds_a_group_size(raw, e):
 def test_group_mid_rounding_leaves_the_paper_g16_specs_unchanged(b):
     # at E = 4, input channels (multiples of 8) x 4 are multiples of 32: already multiples of 16
     aligned = archspec.resolve(archspec.load_spec(SPECS / f"b{b}_g16.yaml"))
-    plain = archspec.resolve(archspec.load_spec({"base": str(SPECS / f"b{b}_g16.yaml"),
-                                                 "mid_channel_rounding": "divisor"}))
-    assert aligned.spec.mid_channel_rounding == "group"
-    assert [(x.mid_channels, x.group_size) for x in aligned.blocks] == [(x.mid_channels, x.group_size)
-                                                                        for x in plain.blocks]
+    plain = archspec.resolve(
+        archspec.load_spec({"base": str(SPECS / f"b{b}_g16.yaml"), "mid_channel_rounding": "divisor"})
+    )
+    assert aligned.mid_channel_rounding == "group"
+    assert [(x.mid_channels, x.group_size) for x in aligned.blocks] == [
+        (x.mid_channels, x.group_size) for x in plain.blocks
+    ]
 
 
 def test_per_stage_group_size_overrides_global():

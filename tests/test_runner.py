@@ -46,8 +46,24 @@ def _train_args(out: Path, recipe: Path, *extra: str) -> list[str]:
 
 def test_demo_train_finetune_eval(tmp_path, cli):
     run = tmp_path / "demo"
-    result = cli("train", TINY, "--epochs", "1", "--max-steps", "30", "--batch-size", "16", "--resolution", "64",
-                 "--out", run)
+    # the paper's recipe on a small synthetic set, fine-tuning at a global batch the set can fill
+    recipe = _recipe(tmp_path, "finetune: {global_batch_size: 64}\nsynthetic: {train_size: 960, val_size: 100}\n")
+    result = cli(
+        "train",
+        TINY,
+        "--recipe",
+        recipe,
+        "--epochs",
+        "1",
+        "--max-steps",
+        "30",
+        "--batch-size",
+        "16",
+        "--resolution",
+        "64",
+        "--out",
+        run,
+    )
     assert result.code == 0, result.err
     for name in ("spec.yaml", "recipe.yaml", "resolved.yaml", "run.json", "metrics.csv", "checkpoint.pt", "ema.pt"):
         assert (run / name).is_file(), name
@@ -79,8 +95,9 @@ def test_it_learns_the_synthetic_set(tmp_path, cli):
     """Tiny G16 LN+PN at 64 px, synthetic set (10 classes): >= 80% val top-1 (a 5-minute budget on
     two CPU cores; the measured time is in benchmarks/results/runner_cpu.json)."""
     run = tmp_path / "learn"
-    result = cli("train", TINY, "--recipe", ROOT / "recipes" / "synthetic-quick.yaml", "--resolution", "64",
-                 "--out", run)
+    result = cli(
+        "train", TINY, "--recipe", ROOT / "recipes" / "synthetic-quick.yaml", "--resolution", "64", "--out", run
+    )
     assert result.code == 0, result.err
     summary = json.loads((run / "run.json").read_text())["summary"]
     assert summary["val_top1_ema"] >= 0.80, summary
@@ -88,8 +105,11 @@ def test_it_learns_the_synthetic_set(tmp_path, cli):
 
 def _state(run: Path) -> dict:
     state = load(run / "checkpoint.pt")
-    return {"step": state["step"], **{f"model.{k}": v for k, v in state["model"].items()},
-            **{f"ema.{k}": v for k, v in state["ema"].items()}}
+    return {
+        "step": state["step"],
+        **{f"model.{k}": v for k, v in state["model"].items()},
+        **{f"ema.{k}": v for k, v in state["ema"].items()},
+    }
 
 
 def test_sigkill_then_resume_ends_with_the_same_weights(tmp_path):
@@ -100,8 +120,12 @@ def test_sigkill_then_resume_ends_with_the_same_weights(tmp_path):
     assert done.code == 0, done.err
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "archspec.cli", *_train_args(killed, recipe, *args)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "archspec.cli", *_train_args(killed, recipe, *args)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=tmp_path,
+    )
     deadline = time.time() + 120
     while not (killed / "checkpoint.pt").exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
@@ -133,9 +157,13 @@ def test_two_processes_give_the_same_loss_curve(tmp_path):
     spec = tmp_path / "spec.yaml"
     spec.write_text(f"base: {TINY}\nhead: {{dropout: 0.0}}\ndrop_path: 0.0\n")
     # the paper's learning rate for B = 16 (B x 2^-14), no Mixup/CutMix
-    recipe = _recipe(tmp_path, SMALL.replace("augment: {crop_scale: [0.35, 1.0]}",
-                                             "augment: {crop_scale: [0.35, 1.0], mixup_alpha: 0.0, cutmix_alpha: 0.0}")
-                     .replace("optimizer: {lr: 0.008}\n", ""))
+    recipe = _recipe(
+        tmp_path,
+        SMALL.replace(
+            "augment: {crop_scale: [0.35, 1.0]}",
+            "augment: {crop_scale: [0.35, 1.0], mixup_alpha: 0.0, cutmix_alpha: 0.0}",
+        ).replace("optimizer: {lr: 0.008}\n", ""),
+    )
     common = ["train", str(spec), "--recipe", str(recipe), "--resolution", "48", "--max-steps", "8"]
     one = run_archspec(*common, "--accum", "2", "--out", tmp_path / "one", cwd=tmp_path, timeout=600)
     assert one.code == 0, one.err
@@ -150,7 +178,7 @@ def test_two_processes_give_the_same_loss_curve(tmp_path):
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, cli, monkeypatch):
     import types
 
-    import archspec.runner.train as train_module
+    import archspec.runner.optim as optim_module
 
     calls = {"n": 0}
 
@@ -159,15 +187,21 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, cli, monkey
         loss = torch.nn.functional.cross_entropy(logits, y, **kwargs)
         return loss * float("nan") if calls["n"] == 7 else loss
 
-    monkeypatch.setattr(train_module, "F", types.SimpleNamespace(cross_entropy=poisoned_cross_entropy))
-    recipe = _recipe(tmp_path, SMALL.replace("checkpoint_every_steps: 4", "checkpoint_every_steps: 1")
-                     .replace("augment: {crop_scale: [0.35, 1.0]}", "augment: {mixup_alpha: 0.0, cutmix_alpha: 0.0}"))
+    monkeypatch.setattr(optim_module, "F", types.SimpleNamespace(cross_entropy=poisoned_cross_entropy))
+    recipe = _recipe(
+        tmp_path,
+        SMALL.replace("checkpoint_every_steps: 4", "checkpoint_every_steps: 1").replace(
+            "augment: {crop_scale: [0.35, 1.0]}", "augment: {mixup_alpha: 0.0, cutmix_alpha: 0.0}"
+        ),
+    )
     run = tmp_path / "nan"
     result = cli(*_train_args(run, recipe, "--max-steps", "20"))
     assert result.code == 1, result
     line = result.err.strip().splitlines()[-1]
-    assert line == (f"archspec: training stopped: loss became nan at step 7 (epoch 0); the last good checkpoint "
-                    f"({run / 'checkpoint.pt'}, step 6) is intact"), line
+    assert line == (
+        f"archspec: training stopped: loss became nan at step 7 (epoch 0); the last good checkpoint "
+        f"({run / 'checkpoint.pt'}, step 6) is intact"
+    ), line
     state = load(run / "checkpoint.pt")
     assert state["step"] == 6
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
@@ -205,16 +239,31 @@ def test_trains_on_an_image_folder_and_skips_corrupt_images(tmp_path, cli):
     assert "unreadable images were skipped" in result.err
 
 
-@pytest.mark.parametrize("case", ["missing-data", "empty-class", "no-train-split", "unwritable-out", "existing-run",
-                                  "odd-micro-batch", "bad-recipe", "unknown-dataset"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "missing-data",
+        "empty-class",
+        "no-train-split",
+        "unwritable-out",
+        "existing-run",
+        "odd-micro-batch",
+        "bad-recipe",
+        "unknown-dataset",
+    ],
+)
 def test_train_bad_input_is_one_line(tmp_path, cli, case):
     data = _image_folder(tmp_path / "data")
     out = tmp_path / "run"
     args = ["train", TINY, "--max-steps", "1", "--out", out]
     expected = {
-        "missing-data": "no such directory", "empty-class": "Found no valid file for the classes",
-        "no-train-split": "no such directory", "unwritable-out": "cannot write", "existing-run": "--resume",
-        "odd-micro-batch": "even micro-batch", "bad-recipe": "optimizer.momentum: must be < 1",
+        "missing-data": "no such directory",
+        "empty-class": "Found no valid file for the classes",
+        "no-train-split": "no such directory",
+        "unwritable-out": "cannot write",
+        "existing-run": "--resume",
+        "odd-micro-batch": "even micro-batch",
+        "bad-recipe": "optimizer.momentum: must be < 1",
         "unknown-dataset": "--dataset",
     }[case]
     if case == "missing-data":
@@ -256,17 +305,25 @@ def trained_run(tmp_path_factory):
     return root / "run"
 
 
-@pytest.mark.parametrize("case", ["not-a-run", "missing-ema", "corrupt-ema", "pickle-bomb", "too-many-blocks",
-                                  "zero-blocks", "resume-nothing"])
+@pytest.mark.parametrize(
+    "case",
+    ["not-a-run", "missing-ema", "corrupt-ema", "pickle-bomb", "too-many-blocks", "zero-blocks", "resume-nothing"],
+)
 def test_checkpoint_and_finetune_bad_input_is_one_line(tmp_path, cli, trained_run, case):
     import shutil
 
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)
     command = ["finetune", run, "--resolution", "64", "--blocks", "2", "--max-steps", "1"]
-    expected = {"not-a-run": "not a run directory", "missing-ema": "no EMA weights", "corrupt-ema": "not a readable",
-                "pickle-bomb": "not a readable", "too-many-blocks": "this model has 6 blocks to fine-tune",
-                "zero-blocks": "got 0", "resume-nothing": "no run to resume"}[case]
+    expected = {
+        "not-a-run": "not a run directory",
+        "missing-ema": "no EMA weights",
+        "corrupt-ema": "not a readable",
+        "pickle-bomb": "not a readable",
+        "too-many-blocks": "this model has 6 blocks to fine-tune",
+        "zero-blocks": "got 0",
+        "resume-nothing": "no run to resume",
+    }[case]
     if case == "not-a-run":
         command[1] = tmp_path
     elif case == "missing-ema":
@@ -297,10 +354,15 @@ def test_checkpoint_and_finetune_bad_input_is_one_line(tmp_path, cli, trained_ru
 
 
 def test_eval_bad_input(tmp_path, cli, trained_run):
-    for args, expected in (((trained_run, "--resolutions", "64,x"), "comma-separated integers"),
-                           ((trained_run, "--resolutions", "4"), "from 8 to 4096"),
-                           ((trained_run, "--resolutions", "64", "--weights", "best"), "must be auto"),
-                           ((tmp_path, "--resolutions", "64"), "not a run directory")):
+    for args, expected in (
+        ((trained_run, "--resolutions", "64,x"), "comma-separated integers"),
+        ((trained_run, "--resolutions", "4"), "from 8 to 4096"),
+        (
+            (trained_run, "--resolutions", "64", "--weights", "best"),
+            "Invalid value for '--weights': Value error, 'best' is not one of 'auto', 'finetuned'",
+        ),
+        ((tmp_path, "--resolutions", "64"), "not a run directory"),
+    ):
         result = cli("eval", *args)
         assert result.code == 2 and len(result.err.strip().splitlines()) == 1 and expected in result.err, result.err
 

@@ -13,18 +13,40 @@ from conftest import run_archspec
 MALFORMED = [
     ("syntax-error", "name: x\nstages: [unclosed\n", "YAML syntax error", None),
     ("tab-indent", "name: x\nnorm:\n\ttype: gn\n", "YAML syntax error", None),
-    ("unknown-key", "base: efficientnet-b0\nwidht_multiplier: 1.2\n",
-     "widht_multiplier: unknown key (did you mean 'width_multiplier'?)", "2:1"),
-    ("unknown-nested-key", "base: efficientnet-b0\nnorm: {type: gn, group: 4}\n",
-     "norm.group: unknown key (did you mean 'groups'?)", "2:18"),
+    (
+        "unknown-key",
+        "base: efficientnet-b0\nwidht_multiplier: 1.2\n",
+        "widht_multiplier: unknown key (did you mean 'width_multiplier'?)",
+        "2:1",
+    ),
+    (
+        "unknown-nested-key",
+        "base: efficientnet-b0\nnorm: {type: gn, group: 4}\n",
+        "norm.group: unknown key (did you mean 'groups'?)",
+        "2:18",
+    ),
     ("unknown-stage-key", "stages:\n  - {channels: 16, strides: 2}\n", "stages[0].strides: unknown key", "2:20"),
     ("string-for-int", "base: efficientnet-b0\nnum_classes: '10'\n", "num_classes: must be an integer", "2:14"),
-    ("string-for-float", "base: efficientnet-b0\nwidth_multiplier: '1.2'\n", "width_multiplier: must be a number", None),
+    (
+        "string-for-float",
+        "base: efficientnet-b0\nwidth_multiplier: '1.2'\n",
+        "width_multiplier: must be a number",
+        None,
+    ),
     ("bool-for-int", "base: efficientnet-b0\nnum_classes: true\n", "num_classes: must be an integer", None),
     ("float-for-int", "stages:\n  - {channels: 16, repeats: 2.5}\n", "stages[0].repeats: must be an integer", "2:29"),
-    ("bad-stride", "stages:\n  - {channels: 16}\n  - {channels: 24}\n  - {channels: 40, stride: 3}\n",
-     "stages[2].stride: must be 1 or 2, got 3", "4:28"),
-    ("negative-width", "base: efficientnet-b0\nwidth_multiplier: -1\n", "width_multiplier: must be >= 0.05, got -1", None),
+    (
+        "bad-stride",
+        "stages:\n  - {channels: 16}\n  - {channels: 24}\n  - {channels: 40, stride: 3}\n",
+        "stages[2].stride: must be 1 or 2, got 3",
+        "4:28",
+    ),
+    (
+        "negative-width",
+        "base: efficientnet-b0\nwidth_multiplier: -1\n",
+        "width_multiplier: must be >= 0.05, got -1",
+        None,
+    ),
     ("zero-channels", "stages:\n  - {channels: 0}\n", "stages[0].channels: must be >= 1", None),
     ("even-kernel", "stages:\n  - {channels: 16, kernel: 4}\n", "stages[0].kernel: must be odd", None),
     ("nan", "base: efficientnet-b0\ndepth_multiplier: .nan\n", "depth_multiplier: must be a finite number", None),
@@ -40,7 +62,9 @@ MALFORMED = [
     ("python-name-tag", "base: efficientnet-b0\nnorm: !!python/name:os.system\n", "unsupported YAML tag", None),
     ("custom-tag", "base: efficientnet-b0\nactivation: !shell ls\n", "unsupported YAML tag", None),
     ("timestamp", "base: efficientnet-b0\ndescription: 2021-05-01\n", "unsupported YAML tag", None),
-    ("alias-bomb", textwrap.dedent("""\
+    (
+        "alias-bomb",
+        textwrap.dedent("""\
         a: &a [x, x, x, x, x, x, x, x, x, x]
         b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]
         c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]
@@ -50,38 +74,85 @@ MALFORMED = [
         g: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f, *f]
         h: &h [*g, *g, *g, *g, *g, *g, *g, *g, *g, *g]
         i: &i [*h, *h, *h, *h, *h, *h, *h, *h, *h, *h]
-        """), "document expands to more than", None),
+        """),
+        "document expands to more than",
+        None,
+    ),
     ("recursive-alias", "stages: &s [*s]\n", "stages", None),
     ("merge-key", "n: &n {type: gn}\nbase: efficientnet-b0\nnorm:\n  <<: *n\n", "merge keys", "4:3"),
     ("int-key", "base: efficientnet-b0\n1: one\n", "keys must be plain strings", "2:1"),
-    ("duplicate-key", "base: efficientnet-b0\ngroup_size: 4\ngroup_size: 16\n",
-     "group_size: duplicate key (first defined at line 2)", "3:1"),
-    ("absurd-repeats", "stages:\n  - {channels: 16, repeats: 100000}\n",
-     "stages[0].repeats: must be <= 64, got 100000", "2:29"),
-    ("absurd-depth", "base: efficientnet-b0\ndepth_multiplier: 10\nstages:\n" + "".join(
-        "  - {channels: 16, repeats: 64}\n" for _ in range(4)), "depth_multiplier: the network would have 2560 blocks",
-     "2:19"),
-    ("absurd-width", "width_multiplier: 10\nstages:\n  - {channels: 8192}\n", "width_multiplier: stages[0].channels would "
-     "have 81920 channels", "1:19"),
-    ("gn-groups-divide-nothing", "base: efficientnet-b0\nnorm: {type: gn, groups: 3}\n",
-     "norm.groups: 3 groups do not divide the 32 channels of the stem", "2:26"),
-    ("gn-groups-odd-channels", "base: efficientnet-b0\nchannel_divisor: 1\nwidth_multiplier: 0.37\n"
-     "norm: {type: gn+pn, groups: 4}\n", "norm.groups: 4 groups do not divide", "4:29"),
-    ("unknown-norm", "base: efficientnet-b0\nnorm: {type: batchnorm}\n",
-     "norm.type: must be 'bn', 'gn', 'ln', 'gn+pn' or 'ln+pn', got 'batchnorm'", "2:14"),
+    (
+        "duplicate-key",
+        "base: efficientnet-b0\ngroup_size: 4\ngroup_size: 16\n",
+        "group_size: duplicate key (first defined at line 2)",
+        "3:1",
+    ),
+    (
+        "absurd-repeats",
+        "stages:\n  - {channels: 16, repeats: 100000}\n",
+        "stages[0].repeats: must be <= 64, got 100000",
+        "2:29",
+    ),
+    (
+        "absurd-depth",
+        "base: efficientnet-b0\ndepth_multiplier: 10\nstages:\n"
+        + "".join("  - {channels: 16, repeats: 64}\n" for _ in range(4)),
+        "depth_multiplier: the network would have 2560 blocks",
+        "2:19",
+    ),
+    (
+        "absurd-width",
+        "width_multiplier: 10\nstages:\n  - {channels: 8192}\n",
+        "width_multiplier: stages[0].channels would have 81920 channels",
+        "1:19",
+    ),
+    (
+        "gn-groups-divide-nothing",
+        "base: efficientnet-b0\nnorm: {type: gn, groups: 3}\n",
+        "norm.groups: 3 groups do not divide the 32 channels of the stem",
+        "2:26",
+    ),
+    (
+        "gn-groups-odd-channels",
+        "base: efficientnet-b0\nchannel_divisor: 1\nwidth_multiplier: 0.37\nnorm: {type: gn+pn, groups: 4}\n",
+        "norm.groups: 4 groups do not divide",
+        "4:29",
+    ),
+    (
+        "unknown-norm",
+        "base: efficientnet-b0\nnorm: {type: batchnorm}\n",
+        "norm.type: must be 'bn', 'gn', 'ln', 'gn+pn' or 'ln+pn', got 'batchnorm'",
+        "2:14",
+    ),
     ("no-stages", "name: bare\n", "stages: required field is missing", None),
     ("empty-stages", "stages: []\n", "stages: must have at least 1 items, got 0", "1:9"),
-    ("bad-train-resolution", "base: efficientnet-b0\nresolution: {train: quarter}\n",
-     "resolution.train: must be 'native', 'half' or an integer from 8 to 4096, got 'quarter'", "2:21"),
-    ("native-without-native", "stages:\n  - {channels: 16}\nresolution: {train: native}\n",
-     "resolution.train: 'native' needs resolution.native", "3:21"),
-    ("tiny-test-resolution", "base: efficientnet-b0\nresolution: {test: [224, 4]}\n",
-     "resolution.test: test resolutions must be from 8 to 4096, got 4", None),
+    (
+        "bad-train-resolution",
+        "base: efficientnet-b0\nresolution: {train: quarter}\n",
+        "resolution.train: must be 'native', 'half' or an integer from 8 to 4096, got 'quarter'",
+        "2:21",
+    ),
+    (
+        "native-without-native",
+        "stages:\n  - {channels: 16}\nresolution: {train: native}\n",
+        "resolution.train: 'native' needs resolution.native",
+        "3:21",
+    ),
+    (
+        "tiny-test-resolution",
+        "base: efficientnet-b0\nresolution: {test: [224, 4]}\n",
+        "resolution.test: test resolutions must be from 8 to 4096, got 4",
+        None,
+    ),
     ("small-expansion", "base: efficientnet-b0\nexpansion_ratio: 0.5\n", "expansion_ratio: must be >= 1", "2:18"),
     ("dropout-one", "base: efficientnet-b0\nhead: {dropout: 1.5}\n", "head.dropout: must be < 1", "2:17"),
-    ("code-in-name", "base: efficientnet-b0\nname: \"x'); import os; os.system('id') #\"\n", "name: must be letters",
-     "2:7"),
-    ("newline-in-name", "base: efficientnet-b0\nname: \"a\\nb\"\n", "name: must be letters", None),
+    (
+        "code-in-name",
+        "base: efficientnet-b0\nname: \"x'); import os; os.system('id') #\"\n",
+        "name: must be letters",
+        "2:7",
+    ),
+    ("newline-in-name", 'base: efficientnet-b0\nname: "a\\nb"\n', "name: must be letters", None),
     ("mapping-for-list", "stages: {channels: 16}\n", "stages: must be a list", "1:9"),
     ("list-for-mapping", "base: efficientnet-b0\nnorm: [gn]\n", "norm: must be a mapping", "2:7"),
 ]

@@ -1,0 +1,108 @@
+"""The shape of the code, read from its source: the import graph has no cycle, the core imports
+none of the heavy or presentation libraries, and the command line stays thin."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import networkx as nx
+import pytest
+
+from conftest import ROOT
+
+# where each installed package lives in the tree (pyproject's package-dir mapping)
+PACKAGES = {"archspec": ROOT / "archspec", "archspec.backends": ROOT / "backends", "archspec.cli": ROOT / "cli"}
+CORE = ["spec", "resolve", "graph", "cost", "match", "resolution", "plan", "sweep"]
+HEAVY = {"torch", "torchvision", "timm", "typer", "rich", "matplotlib", "numpy"}
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for package, root in PACKAGES.items():
+        for path in root.rglob("*.py"):
+            parts = path.relative_to(root).with_suffix("").parts
+            if "templates" in parts:
+                continue
+            name = ".".join((package, *parts)).removesuffix(".__init__")
+            found[name] = path
+    return found
+
+
+MODULES = _modules()
+
+
+def _imports(name: str, path: Path) -> set[str]:
+    """Every module `name` imports, wherever the import statement stands (inside functions and
+    under TYPE_CHECKING too)."""
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(
+                    package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
+                )
+            submodules = {f"{base}.{alias.name}" for alias in node.names} & set(MODULES)
+            # `from package import module` imports the module; `from module import name`, the module
+            out |= submodules if len(submodules) == len(node.names) else {base}
+    return out
+
+
+def _graph() -> nx.DiGraph:
+    g = nx.DiGraph()
+    for name, path in MODULES.items():
+        g.add_node(name)
+        for target in _imports(name, path):
+            g.add_edge(name, target)
+    return g
+
+
+def test_the_tree_is_read_as_the_installed_packages():
+    assert {"archspec.graph", "archspec.cli.app", "archspec.backends.torch.model", "archspec.runner.train"} <= set(
+        MODULES
+    )
+
+
+def test_the_import_graph_has_no_cycle():
+    ours = _graph().subgraph(MODULES)
+    cycles = list(nx.simple_cycles(ours))
+    assert not cycles, cycles[:5]
+
+
+@pytest.mark.parametrize("core", CORE)
+def test_the_core_imports_no_torch_typer_rich_or_matplotlib(core):
+    g = _graph()
+    reached = nx.descendants(g, f"archspec.{core}") | {f"archspec.{core}"}
+    heavy = {m for m in reached if m.split(".")[0] in HEAVY}
+    via = {m: sorted(t for t in g.successors(m) if t.split(".")[0] in HEAVY) for m in reached if m in MODULES}
+    assert not heavy, {m: v for m, v in via.items() if v}
+
+
+def _functions(path: Path) -> list[tuple[str, int]]:
+    tree = ast.parse(path.read_text())
+    return [(f.name, f.end_lineno - f.lineno + 1) for f in ast.walk(tree) if isinstance(f, ast.FunctionDef)]
+
+
+def test_the_command_line_stays_thin():
+    cli = [p for name, p in MODULES.items() if name.startswith("archspec.cli")]
+    assert len(cli) >= 7
+    too_long = {p.name: n for p in cli if (n := len(p.read_text().splitlines())) > 250}
+    assert not too_long, too_long
+    long_functions = [(p.name, f, n) for p in cli for f, n in _functions(p) if n > 40]
+    assert not long_functions, long_functions
+
+
+def test_the_command_line_raises_no_domain_errors():
+    """Bad values of spec fields and function parameters are the core's to refuse."""
+    cli = [p for name, p in MODULES.items() if name.startswith("archspec.cli")]
+    raising = [
+        (p.name, node.lineno)
+        for p in cli
+        for node in ast.walk(ast.parse(p.read_text()))
+        if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) == "SpecError"
+    ]
+    assert not raising, raising

@@ -1,5 +1,7 @@
 """How results look on a terminal: every table and line the commands print, from the plain data
-the core returns. `--json` prints that data as it is."""
+the core returns (`--json` prints that data as it is). This module holds the shared helpers and
+the reports of the costing and training commands; a command group with much output of its own
+has a module beside it here."""
 
 from __future__ import annotations
 

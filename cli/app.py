@@ -35,7 +35,16 @@ for group in (spec, compile, decide, measure, run):
 
 # typer's click (its own copy in recent typer): every usage error derives from this class
 ClickError: type[Exception] = typer.BadParameter.__mro__[2]
-EXTRAS = {"torch": "torch", "torchvision": "torch", "timm": "torch", "matplotlib": "plot"}
+EXTRAS = {
+    "torch": "torch",
+    "torchvision": "torch",
+    "timm": "torch",
+    "matplotlib": "plot",
+    "optuna": "search",
+    "onnx": "export",
+    "onnxscript": "export",
+    "onnxruntime": "export",
+}
 
 
 def _version(value: bool) -> None:

@@ -9,7 +9,6 @@ import typer
 
 from archspec.limits import MAX_BATCH
 
-from . import render
 from .options import (
     Dataset,
     Device,
@@ -27,12 +26,19 @@ from .options import (
     Weights,
     ints,
 )
+from .render import emit_json, warn
+from .render import run as render
 
 Data = Annotated[Optional[Path], typer.Option(metavar="DIR", help="ImageFolder tree with train/ and val/.")]
 DatasetFlag = Annotated[Optional[Dataset], typer.Option(help="The built-in set (the default without --data).")]
 TrainResolution = Annotated[Optional[str], typer.Option(metavar="PX|native|half", help="Default: the spec's train.")]
 GlobalBatch = Annotated[Optional[int], typer.Option(min=1, max=MAX_BATCH, metavar="B", help="Default: the recipe's.")]
-Accum = Annotated[int, typer.Option(min=1, max=4096, help="Micro-batches accumulated per global batch.")]
+Accum = Annotated[
+    Optional[int],
+    typer.Option(
+        min=1, max=4096, metavar="N", help="Micro-batches per global batch (default 1; a pipeline: --stages)."
+    ),
+]
 Out = Annotated[Optional[Path], typer.Option(metavar="RUN", help="The run directory (default: runs/<spec name>).")]
 Resume = Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")]
 Seed = Annotated[int, typer.Option(min=0, help="Seed of weights, data order and augmentation.")]
@@ -42,7 +48,8 @@ ScheduleFlag = Annotated[Schedule, typer.Option(help="torch-pipeline: the pipeli
 TestResolution = Annotated[int, typer.Option(metavar="PX", help="Fine-tune (and test) at this resolution.")]
 Blocks = Annotated[int, typer.Option(help="How many blocks from the end train (1 = the head).")]
 Resolutions = Annotated[Any, typer.Option(parser=ints, metavar="R,...", help="Comma-separated, e.g. 224,256,288.")]
-WeightsFlag = Annotated[Weights, typer.Option(help="auto: finetuned if any, else ema.")]
+WeightsFlag = Annotated[Weights, typer.Option(help="auto: at each resolution its fine-tune if any, else ema.")]
+Force = Annotated[bool, typer.Option("--force", help="Replace an earlier fine-tune at this resolution.")]
 
 
 def train(
@@ -53,7 +60,7 @@ def train(
     epochs: Epochs = None,
     max_steps: MaxSteps = None,
     batch_size: GlobalBatch = None,
-    accum: Accum = 1,
+    accum: Accum = None,
     device: DeviceFlag = Device.cpu,
     nproc: Nproc = 1,
     recipe: RecipePath = None,
@@ -87,12 +94,13 @@ def finetune(
     max_steps: MaxSteps = None,
     device: DeviceFlag = Device.cpu,
     nproc: Nproc = 1,
+    force: Force = False,
 ) -> None:
     """Fine-tune the last blocks of a run at a test resolution, from its EMA weights (SGD, cosine from 0.25)."""
     from archspec.runner.finetune import run as run_finetune
     from archspec.runner.options import FinetuneOptions
 
-    options = FinetuneOptions(run, resolution, blocks, epochs, max_steps, device.value)
+    options = FinetuneOptions(run, resolution, blocks, epochs, max_steps, device.value, force)
     render.finetune_summary(run_finetune(options, nproc))
 
 
@@ -108,9 +116,9 @@ def eval_(
 
     payload, warnings = evaluate_run(run, resolutions, weights.value, device.value)
     for message in warnings:
-        render.warn(message)
+        warn(message)
     if as_json:
-        render.emit_json(payload)
+        emit_json(payload)
     else:
         render.eval_results(payload)
 

@@ -23,7 +23,7 @@ from typing import Any, Optional
 import torch
 import torch.distributed as dist
 
-from ..errors import Diverged, Location, ProcessFailed, SpecError
+from ..errors import Diverged, Interrupted, Location, ProcessFailed, SpecError
 
 JOB_VARIABLE = "ARCHSPEC_JOB"
 
@@ -134,7 +134,11 @@ def launch(command: str, options: dict[str, Any], nproc: int) -> None:
             JOB_VARIABLE: json.dumps(job),
             "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(max(1, cores() // nproc))),
         }
-        code = subprocess.run(launcher, env=env).returncode
+        process = subprocess.Popen(launcher, env=env)
+        try:
+            code = process.wait()
+        except KeyboardInterrupt:  # the launched processes saw it too: they say where they stopped
+            code = process.wait()
         reports = sorted(Path(errors).glob("rank-*.json"), key=lambda p: int(p.stem.split("-")[1]))
         if reports:
             raise error_from_report(json.loads(reports[0].read_text()))
@@ -144,6 +148,8 @@ def launch(command: str, options: dict[str, Any], nproc: int) -> None:
 
 def error_report(exc: Exception) -> dict[str, Any]:
     """What a launched process tells its launcher about the error that stopped it."""
+    if isinstance(exc, Interrupted):
+        return {"kind": "interrupted", "message": str(exc)}
     if isinstance(exc, SpecError):
         return {
             "kind": "input",
@@ -159,6 +165,8 @@ def error_report(exc: Exception) -> dict[str, Any]:
 def error_from_report(report: dict[str, Any]) -> Exception:
     if report["kind"] == "diverged":
         return Diverged(report["message"])
+    if report["kind"] == "interrupted":
+        return Interrupted(report["message"])
     location = Location(*report["location"]) if report["location"] else None
     if report["parameter"] is not None:
         return SpecError(report["message"], parameter=report["parameter"], location=location, file=report["file"])

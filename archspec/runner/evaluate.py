@@ -51,34 +51,55 @@ def evaluate(
     return correct1 / total, correct5 / total, total
 
 
-def weights_file(run: RunDir, weights: str) -> Path:
-    files = {"finetuned": run.finetuned, "ema": run.ema, "raw": run.checkpoint}
+def weights_for(run: RunDir, resolution: int, weights: str) -> tuple[str, Path]:
+    """The weights to test at `resolution`: with `auto`, the fine-tune at that resolution if the run
+    has one, else the EMA weights; or the ones asked for."""
+    if weights == "auto":
+        weights = "finetuned" if run.finetuned(resolution).is_file() else "ema"
+    if weights == "finetuned":
+        if not run.finetuned(resolution).is_file():
+            have = sorted(p.name for p in run.path.glob("finetuned-r*.pt")) or ["none"]
+            raise SpecError(
+                f"{run} has no fine-tune at {resolution} px (fine-tunes: {', '.join(have)})", parameter="weights"
+            )
+        return weights, run.finetuned(resolution)
+    files = {"ema": run.ema, "raw": run.checkpoint}
     if weights not in files:
         raise SpecError(f"must be auto, finetuned, ema or raw, got {weights!r}", parameter="weights")
-    return files[weights]
+    return weights, files[weights]
+
+
+def _described(run: RunDir, kind: str, resolution: int, train_resolution: int) -> str:
+    """What the weights used at `resolution` are, in words, for the output."""
+    if kind == "finetuned":
+        info = json.loads(run.finetune_info(resolution).read_text())
+        return f"fine-tuned at {info['resolution']} px, last {info['blocks']} blocks, {info['steps']} steps"
+    return {"ema": f"EMA, trained at {train_resolution} px", "raw": f"raw, trained at {train_resolution} px"}[kind]
 
 
 def evaluate_run(
     path: Path, resolutions: list[int], weights: str = "auto", device: str = "cpu", batch_size: int = 100
 ) -> tuple[dict[str, Any], list[str]]:
-    """The results, and the congruence warnings for the resolutions asked for."""
+    """Top-1/top-5 at each resolution, each with the weights that belong to it (see weights_for),
+    and the congruence warnings for the resolutions asked for."""
     run = RunDir(path)
     for r in resolutions:
         check_resolution(r, "resolutions")
+    info = run.raw_info()
+    chosen = {r: weights_for(run, r, weights) for r in resolutions}
     with session(device) as ctx:
-        info = run.raw_info()
         spec = load_spec(run.spec)
         recipe = load_recipe(run.recipe)
-        if weights == "auto":
-            weights = "finetuned" if run.finetuned.is_file() else "ema"
-        model = model_with_weights(spec, weights_file(run, weights), f"{weights} weights", ctx.device)
         train_resolution = int(info["resolution"])
         n = resolve(spec).downsampling_layers
         data = Path(info["options"]["data"]) if info["options"]["data"] else None
         _, val_set, _ = open_splits(data, recipe.synthetic, int(info["options"]["seed"]))
+        models: dict[Path, nn.Module] = {}
         results = []
-        for r in resolutions:
-            top1, top5, count = evaluate(model, val_set, r, batch_size, ctx.device)
+        for r, (kind, file) in chosen.items():
+            if file not in models:
+                models[file] = model_with_weights(spec, file, f"{kind} weights", ctx.device)
+            top1, top5, count = evaluate(models[file], val_set, r, batch_size, ctx.device)
             results.append(
                 {
                     "resolution": r,
@@ -86,18 +107,10 @@ def evaluate_run(
                     "top5": top5,
                     "images": count,
                     "congruent": congruent(r, train_resolution, n),
+                    "weights": kind,
+                    "weights_file": file.name,
+                    "weights_are": _described(run, kind, r, train_resolution),
                 }
             )
-        finetuned_at = (
-            json.loads(run.finetune_info.read_text())["resolution"]
-            if weights == "finetuned" and run.finetune_info.is_file()
-            else None
-        )
-        payload = {
-            "run": str(path),
-            "weights": weights,
-            "train_resolution": train_resolution,
-            "finetuned_at": finetuned_at,
-            "results": results,
-        }
+        payload = {"run": str(path), "weights": weights, "train_resolution": train_resolution, "results": results}
         return payload, congruence_warnings(train_resolution, resolutions, n)

@@ -85,19 +85,32 @@ class Frozen:
 
 def run(opts: FinetuneOptions, nproc: int = 1) -> dict[str, Any]:
     """Fine-tune as the options say, in `nproc` processes; the summary."""
+    check_target(RunDir(opts.run), opts)
     if nproc > 1 and not under_launcher():
         launch("finetune", opts.as_dict(), nproc)
-        return dict(json.loads(RunDir(opts.run).finetune_info.read_text()))
+        return dict(json.loads(RunDir(opts.run).finetune_info(opts.resolution).read_text()))
     return finetune(opts)
+
+
+def check_target(run: RunDir, opts: FinetuneOptions) -> None:
+    """A run keeps one fine-tune per resolution; another at the same resolution must be asked for."""
+    run.require()
+    check_resolution(opts.resolution)
+    if run.finetuned(opts.resolution).exists() and not opts.force:
+        raise SpecError(
+            f"{run} already holds a fine-tune at {opts.resolution} px ({run.finetuned(opts.resolution).name}); "
+            "pass --force to replace it",
+            parameter="resolution",
+        )
 
 
 def finetune(opts: FinetuneOptions) -> dict[str, Any]:
     """Fine-tune in this process (one of several under a launcher); the summary."""
     with session(opts.device) as ctx:
         run = RunDir(opts.run)
+        check_target(run, opts)
         info_ = run.raw_info()
         spec, recipe = load_spec(run.spec), load_recipe(run.recipe)
-        check_resolution(opts.resolution)
         if opts.max_steps is not None and opts.max_steps < 1:
             raise SpecError(f"must be at least 1, got {opts.max_steps}", parameter="max_steps")
         g = build_graph(resolve(spec), opts.resolution)
@@ -177,8 +190,8 @@ def _finish(t: Trainer, opts: FinetuneOptions, run: RunDir, trainable: list[str]
         t.reporter.evaluation(t.step, 0, "finetuned", opts.resolution, top1, top5)
         summary.update(val_top1=top1, val_top5=top5)
         checkpoint.save(
-            run.finetuned,
+            run.finetuned(opts.resolution),
             {"model": t.model.state_dict(), "resolution": opts.resolution, "blocks": opts.blocks, "step": t.step},
         )
-        write_text(run.finetune_info, json.dumps(summary, indent=2))
+        write_text(run.finetune_info(opts.resolution), json.dumps(summary, indent=2))
     return summary

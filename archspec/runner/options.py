@@ -17,7 +17,7 @@ class TrainOptions:
     epochs: Optional[float] = None
     max_steps: Optional[int] = None
     batch_size: Optional[int] = None
-    accum: int = 1
+    accum: Optional[int] = None  # micro-batches per global batch; default 1, or one per stage for a pipeline
     device: str = "cpu"
     recipe: Optional[Path] = None
     resume: bool = False
@@ -28,6 +28,14 @@ class TrainOptions:
 
     def as_dict(self) -> dict[str, Any]:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
+
+    @property
+    def micro_batches(self) -> int:
+        """Micro-batches per global batch: --accum, or 1 (data-parallel) or one per stage (a pipeline
+        needs at least as many for 1F1B, and keeps every stage busy with them)."""
+        if self.accum is not None:
+            return self.accum
+        return self.stages if self.backend == "torch-pipeline" else 1
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainOptions:
@@ -49,6 +57,7 @@ class FinetuneOptions:
     epochs: Optional[float] = None
     max_steps: Optional[int] = None
     device: str = "cpu"
+    force: bool = False  # replace an earlier fine-tune at the same resolution
 
     def as_dict(self) -> dict[str, Any]:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}

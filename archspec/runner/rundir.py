@@ -7,7 +7,8 @@ run.json       RunInfo: options, data, batch sizes, status and, when finished, t
 metrics.csv    one row per step and per evaluation (and tensorboard/ when installed)
 checkpoint.pt  model, optimizer, scheduler, EMA and RNG: what --resume continues from
 ema.pt         the weight average alone, for eval and finetune
-finetuned.pt   after `archspec finetune` (finetune.json: its summary)
+finetuned-rR.pt  after `archspec finetune --resolution R`: one per resolution (finetune-rR.json, its
+               summary), and `eval` uses it at R
 """
 
 from __future__ import annotations
@@ -61,11 +62,15 @@ class RunDir:
         self.metrics = self.path / "metrics.csv"
         self.checkpoint = self.path / "checkpoint.pt"
         self.ema = self.path / "ema.pt"
-        self.finetuned = self.path / "finetuned.pt"
-        self.finetune_info = self.path / "finetune.json"
 
     def __str__(self) -> str:
         return str(self.path)
+
+    def finetuned(self, resolution: int) -> Path:
+        return self.path / f"finetuned-r{resolution}.pt"
+
+    def finetune_info(self, resolution: int) -> Path:
+        return self.path / f"finetune-r{resolution}.json"
 
     def create(self) -> None:
         """Claim the directory for a new run: it must not hold one already, and must be writable."""

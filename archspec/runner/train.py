@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ..api import as_resolved, build_model
-from ..errors import Diverged, SpecError
+from ..errors import Diverged, Interrupted, SpecError
 from ..resolution import congruence_warnings
 from ..spec import ModelSpec, load_spec
 from . import checkpoint
@@ -54,6 +54,11 @@ def run(opts: TrainOptions, nproc: int = 1) -> Optional[dict[str, Any]]:
         return None
     processes = opts.stages if opts.backend == "torch-pipeline" else nproc
     if processes > 1 and not under_launcher():
+        # the run directory is checked here, once, rather than by every launched process
+        if opts.resume:
+            RunDir(opts.out).require("out")
+        else:
+            RunDir(opts.out).create()
         launch("train", opts.as_dict(), processes)
         return RunDir(opts.out).info("out").summary
     return train(opts)
@@ -77,6 +82,11 @@ def train(opts: TrainOptions) -> dict[str, Any]:
                 fit(t)
             except Diverged as exc:
                 raise _diverged(setup, exc) from None
+            except KeyboardInterrupt:
+                raise Interrupted(
+                    f"interrupted at step {t.step} of {t.total_steps}; {_kept(setup)}; continue with "
+                    f"`archspec train {setup.opts.spec} --out {setup.run} --resume`"
+                ) from None
             summary = _finish(t, setup)
         barrier(ctx)
         return summary
@@ -142,7 +152,7 @@ def _inputs(opts: TrainOptions, run: RunDir) -> tuple[TrainOptions, ModelSpec, R
     """The options, spec and recipe of a new run, or on --resume the run's own, with a longer
     --epochs / --max-steps and this machine's --device."""
     if not opts.resume:
-        if opts.accum < 1:
+        if opts.micro_batches < 1:
             raise SpecError(f"must be at least 1, got {opts.accum}", parameter="accum")
         return opts, load_spec(opts.spec), recipe_for(opts)
     stored = run.raw_info("out")
@@ -170,7 +180,7 @@ def _sampler(opts: TrainOptions, recipe: Recipe, length: int, ctx: Context) -> G
     pipeline all walk the whole global batch, as micro-batches."""
     pipelined = opts.backend == "torch-pipeline"
     world, rank = (1, 0) if pipelined else (ctx.world, ctx.rank)
-    sampler = GlobalBatches(length, recipe.global_batch_size, opts.accum, world, rank, opts.seed)
+    sampler = GlobalBatches(length, recipe.global_batch_size, opts.micro_batches, world, rank, opts.seed)
     if sampler.steps_per_epoch == 0:
         raise SpecError(
             f"the training set has {length} images, fewer than one global batch of {recipe.global_batch_size}",
@@ -317,20 +327,20 @@ def _evaluate_epoch(t: Trainer, s: Setup, epoch: int) -> None:
     barrier(t.ctx)
 
 
+def _kept(s: Setup) -> str:
+    """What a stopped run leaves to go on from."""
+    try:
+        last = int(checkpoint.load(s.run.checkpoint)["step"])
+    except SpecError:
+        return "no checkpoint had been written yet"
+    return f"the last good checkpoint ({s.run.checkpoint}, step {last}) is intact"
+
+
 def _diverged(s: Setup, exc: Diverged) -> Diverged:
     """The run's record of a divergence, and the error that says what was kept."""
-    try:
-        last: Optional[int] = int(checkpoint.load(s.run.checkpoint)["step"])
-    except SpecError:
-        last = None
-    kept = (
-        f"the last good checkpoint ({s.run.checkpoint}, step {last}) is intact"
-        if last is not None
-        else "no checkpoint had been written yet"
-    )
     s.info.status, s.info.error = "diverged", str(exc)
     s.run.write_info(s.info)
-    return Diverged(f"training stopped: {exc}; {kept}")
+    return Diverged(f"training stopped: {exc}; {_kept(s)}")
 
 
 def _finish(t: Trainer, s: Setup) -> dict[str, Any]:

@@ -28,7 +28,7 @@ def run_ipu(opts: TrainOptions) -> None:
         for name, given in (
             ("resume", opts.resume),
             ("batch_size", opts.batch_size is not None),
-            ("accum", opts.accum != 1),
+            ("accum", opts.accum is not None),
             ("device", opts.device != "cpu"),
         )
         if given

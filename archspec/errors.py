@@ -55,6 +55,7 @@ class SpecError(Exception):
             self.field = parameter
         self.location = location
         self.file = file if file is not None else (location.file if location else None)
+        self.every: tuple[SpecError, ...] = (self,)  # all the errors found, where validation found several
         super().__init__(self.line())
 
     def shown_as(self, flag: str) -> SpecError:
@@ -87,3 +88,8 @@ class ProcessFailed(Exception):
     def __init__(self, what: str, code: int) -> None:
         super().__init__(f"{what} exited with status {code}")
         self.code = code
+
+
+class Interrupted(Exception):
+    """Training was stopped by the user (Ctrl-C); the message says what was kept and how to go on.
+    The CLI exits with status 130."""

@@ -24,7 +24,7 @@ from .errors import SpecError
 from .graph import Resolution, build_graph, info, layers, lower_block, node
 from .limits import MAX_EXPANSION, MIN_EXPANSION, check_resolution
 from .resolve import BlockLayer, ResolvedSpec, expanded_channels, mid_divisor, resolve
-from .spec import ModelSpec, load_spec, spec_yaml
+from .spec import ModelSpec, derived_spec_yaml, load_spec
 
 Metric = Literal["macs", "params"]
 
@@ -208,15 +208,13 @@ def match_expansion(
 def write_matched_spec(path: Path, spec: ModelSpec, match: Match, described: str) -> None:
     """Save `spec` with the matched expansion ratio as a standalone spec file."""
     chosen = match.chosen
-    matched = spec.model_copy(
-        update={"name": f"{spec.name}_e{chosen.expansion_ratio:g}"[:80], "expansion_ratio": chosen.expansion_ratio}
-    )
+    changes = {"name": f"{spec.name}_e{chosen.expansion_ratio:g}"[:80], "expansion_ratio": chosen.expansion_ratio}
     header = (
         f"# Written by `archspec match-flops`: expansion_ratio {chosen.expansion_ratio:g} matches "
         f"{described}\n# ({match.target:,} {match.metric}): {chosen.value(match.metric):,} {match.metric}, "
         f"error {match.error(chosen) * 100:+.3f}%; {chosen.params:,} params, {chosen.macs:,} MACs.\n"
     )
-    write_files(path.parent, {path.name: spec_yaml(matched, header)}, parameter="write")
+    write_files(path.parent, {path.name: derived_spec_yaml(spec, changes, path, header)}, parameter="write")
 
 
 def match_flops(

@@ -14,6 +14,7 @@ from . import cost
 from .graph import convs, info, layers
 from .resolution import half_resolution, valid_test_resolutions
 from .resolve import ResolvedSpec
+from .spec import norm_fields
 from .yaml_source import dump_yaml
 
 
@@ -108,7 +109,7 @@ def resolved_document(res: ResolvedSpec) -> dict[str, Any]:
         "sources": list(res.sources),
         "in_channels": res.in_channels,
         "num_classes": res.num_classes,
-        "norm": asdict(res.norm),
+        "norm": {k: v for k, v in asdict(res.norm).items() if k in norm_fields(res.norm.type)},
         "activation": res.activation,
         "resolution": asdict(res.resolution),
         "stem": asdict(res.stem),

@@ -7,6 +7,7 @@ line and column, and the field path, e.g.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -197,8 +198,28 @@ def _looks_like_path(name: str) -> bool:
     return name.endswith((".yaml", ".yml")) or "/" in name or "\\" in name
 
 
+def _expand_shorthands(doc: Document) -> Document:
+    """`norm: ln` means `norm: {type: ln}` and `resolution: half` (or 160) `resolution: {train: half}`,
+    expanded before merging so that the rest of a base's mapping is kept."""
+    data = dict(doc.data)
+    for key, inner in (("norm", "type"), ("resolution", "train")):
+        value = data.get(key)
+        if isinstance(value, (str, int)) and not isinstance(value, bool):
+            data[key] = {inner: value}
+            if (key,) in doc.value_at:
+                doc.value_at[(key, inner)] = doc.value_at[(key,)]
+    return Document(data, doc.file, doc.value_at, doc.key_at)
+
+
+def norm_fields(norm_type: str) -> tuple[str, ...]:
+    """The NormSpec fields a normalization uses: BN's momentum, GN's groups, PN's eps."""
+    own = {"bn": ("eps", "momentum"), "gn": ("groups", "eps"), "ln": ("eps",)}[norm_type.split("+")[0]]
+    return ("type", *own, *(("pn_eps",) if norm_type.endswith("+pn") else ()))
+
+
 def _load_chain(doc: Document, here: Path, chain: tuple[Path, ...]) -> tuple[dict[str, Any], SourceMap]:
     """Resolve `doc`'s base chain; returns the merged mapping and its source map."""
+    doc = _expand_shorthands(doc)
     base_name = doc.data.get("base")
     if base_name is None:
         return doc.data, SourceMap(doc.file, dict(doc.value_at), dict(doc.key_at), (doc.file,))
@@ -281,8 +302,28 @@ def load_spec(source: Union[str, Path, Mapping[str, Any], ModelSpec]) -> ModelSp
 
 
 def spec_yaml(spec: ModelSpec, header: str = "") -> str:
-    """The spec as a standalone YAML file: every field written out, no `base:`."""
-    return header + dump_yaml(spec.model_dump(mode="json", exclude_none=True, exclude={"base"}))
+    """The spec as a standalone YAML file: every field that applies written out, no `base:`."""
+    data = spec.model_dump(mode="json", exclude_none=True, exclude={"base"})
+    data["norm"] = {k: v for k, v in data["norm"].items() if k in norm_fields(spec.norm.type)}
+    return header + dump_yaml(data)
+
+
+def derived_spec_yaml(spec: ModelSpec, changes: dict[str, Any], path: Path, header: str = "") -> str:
+    """The smallest spec file at `path` that means `spec` with `changes`: the spec's own file (or
+    `base: preset`) with the changes on top, its `base:` path rewritten to hold from `path`. A spec
+    that came from no file is written out in full."""
+    source = spec.source.root_file
+    if source in PRESET_NAMES:
+        data: dict[str, Any] = {"base": source}
+    elif Path(source).is_file():
+        data = read_yaml_file(Path(source), source).data
+        base = data.get("base")
+        if isinstance(base, str) and base not in PRESET_NAMES:
+            target = (Path(source).resolve().parent / base).resolve()
+            data["base"] = Path(os.path.relpath(target, path.resolve().parent)).as_posix()
+    else:
+        return spec_yaml(spec.model_copy(update=changes), header)
+    return header + dump_yaml({**data, **changes})
 
 
 def spec_json_schema() -> dict[str, Any]:

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from itertools import product
 from typing import Any, Optional
 
 from . import cost
 from .errors import SpecError
-from .graph import Resolution, build_graph
+from .graph import build_graph
 from .limits import MAX_EXPANSION, MAX_GROUP_SIZE, MIN_EXPANSION
 from .match import with_expansion
-from .resolve import resolve
-from .spec import ModelSpec
+from .paper import TABLE_2
+from .presets import PRESET_NAMES, preset
+from .resolve import ResolvedSpec, expanded_channels, resolve
+from .spec import ModelSpec, load_spec
 
 
 @dataclass(frozen=True)
@@ -22,9 +24,32 @@ class SweepRow:
     params: int
     macs: int
     activation_bytes: int
-    mean_intensity: float
-    rounded_layers: int
-    intensities: tuple[float, ...]  # per conv layer, in forward order (for the plot)
+    mean_intensity: float  # eq. (7), MAC-weighted over the convs
+    rounded_layers: int  # convs whose group size was rounded to a divisor of their channels
+    aligned_mid_channels: int  # blocks whose expanded channels mid_channel_rounding: group moved
+    paper: Optional[tuple[float, float]] = None  # Table 2's (P millions, F billions), where it applies
+
+
+@dataclass(frozen=True)
+class Sweep:
+    name: str
+    resolution: int
+    batch_size: int
+    group_rounding: str
+    mid_channel_rounding: str
+    overridden: tuple[str, ...]  # the rules set by the caller rather than the spec
+    rows: list[SweepRow] = field(default_factory=list)
+
+    def as_dict(self, spec: str) -> dict[str, Any]:
+        rules = {"group_rounding": self.group_rounding, "mid_channel_rounding": self.mid_channel_rounding}
+        return {
+            "spec": spec,
+            "resolution": self.resolution,
+            "batch_size": self.batch_size,
+            "rules": rules,
+            "rules_overridden": list(self.overridden),
+            "rows": [asdict(r) for r in self.rows],
+        }
 
 
 def configurations(group_sizes: list[int], expansions: list[float], grid: bool) -> list[tuple[int, float]]:
@@ -45,25 +70,49 @@ def configurations(group_sizes: list[int], expansions: list[float], grid: bool) 
     return list(zip(group_sizes, expansions))
 
 
-def sweep(
-    spec: ModelSpec, configs: list[tuple[int, float]], resolution: Resolution | None = None, batch_size: int = 1
-) -> list[SweepRow]:
+def _aligned(spec: ModelSpec, res: ResolvedSpec) -> int:
+    if spec.mid_channel_rounding != "group":
+        return 0
+    plain = [expanded_channels(b.in_channels, b.expansion, spec.channel_divisor) for b in res.blocks]
+    return sum(1 for b, mid in zip(res.blocks, plain) if b.expand and b.mid_channels != mid)
+
+
+def _table_2_size(spec: ModelSpec, resolution: int) -> Optional[int]:
+    """N when `spec` is EfficientNet-BN at its native resolution up to G and E, so that Table 2's
+    rows for BN describe the same networks; None otherwise."""
+    res = resolve(spec)
+    if res.preset is None or resolution != res.resolution.native or res.preset not in PRESET_NAMES[:6]:
+        return None
+
+    def shape(r: ResolvedSpec) -> list[tuple[int, ...]]:
+        blocks = [(b.in_channels, b.out_channels, b.kernel, b.stride, b.se_channels) for b in r.blocks]
+        return [(r.stem.out_channels, r.head_channels, r.num_classes), *blocks]
+
+    reference = resolve(load_spec(preset(res.preset)))
+    return PRESET_NAMES.index(res.preset) if shape(res) == shape(reference) else None
+
+
+def sweep(spec: ModelSpec, configs: list[tuple[int, float]], resolution: int, batch_size: int = 1) -> list[SweepRow]:
+    size = _table_2_size(spec, resolution)
     rows = []
     for g, e in configs:
         variant = with_expansion(spec, e).model_copy(update={"group_size": g})
         res = resolve(variant)
         graph = build_graph(res, resolution)
         total = cost.totals(graph)
+        rounded = sum(1 for r in res.roundings if r.what.startswith("group size"))
+        paper = TABLE_2.get((size, g, int(e))) if size is not None and e == int(e) else None
         rows.append(
             SweepRow(
-                group_size=g,
-                expansion_ratio=e,
-                params=total.params,
-                macs=total.macs,
-                activation_bytes=total.activation_bytes(batch_size),
-                mean_intensity=cost.mean_intensity(graph, batch_size),
-                rounded_layers=sum(1 for r in res.roundings if r.what.startswith("group size")),
-                intensities=tuple(cost.conv_intensities(graph, batch_size).values()),
+                g,
+                e,
+                total.params,
+                total.macs,
+                total.activation_bytes(batch_size),
+                cost.mean_intensity(graph, batch_size),
+                rounded,
+                _aligned(variant, res),
+                paper,
             )
         )
     return rows
@@ -76,20 +125,16 @@ def sweep_report(
     *,
     grid: bool = False,
     group_rounding: Optional[str] = None,
+    mid_channel_rounding: Optional[str] = None,
     resolution: str | int | None = None,
     batch_size: int = 1,
-) -> list[SweepRow]:
-    """`archspec sweep`: the rows for every (G, E) asked for; `group_rounding` overrides the spec's."""
+) -> Sweep:
+    """`archspec sweep`: the rows for every (G, E) asked for, under the spec's rounding rules or the
+    ones given here."""
     configs = configurations(group_sizes, expansions, grid)
-    if group_rounding is not None:
-        spec = spec.model_copy(update={"group_rounding": group_rounding})
+    given = {"group_rounding": group_rounding, "mid_channel_rounding": mid_channel_rounding}
+    overridden = {k: v for k, v in given.items() if v is not None}
+    spec = spec.model_copy(update=overridden)
     pixels = resolve(spec).resolution.pick(resolution)
-    return sweep(spec, configs, pixels, batch_size)
-
-
-def sweep_payload(spec: str, rows: list[SweepRow], batch_size: int) -> dict[str, Any]:
-    return {
-        "spec": spec,
-        "batch_size": batch_size,
-        "rows": [{k: v for k, v in asdict(r).items() if k != "intensities"} for r in rows],
-    }
+    rows = sweep(spec, configs, pixels, batch_size)
+    return Sweep(spec.name, pixels, batch_size, spec.group_rounding, spec.mid_channel_rounding, tuple(overridden), rows)

@@ -141,8 +141,12 @@ def validate(model: type[M], data: dict[str, Any], source: SourceMap) -> M:
                 (e[0].line, e[0].column) if e[0] else (0, 0),
             )
         )
+        every = [SpecError(m, field=format_path(p), location=at, file=source.root_file) for at, p, m in errors]
         location, loc, message = errors[0]
         if len(errors) > 1:
-            message += f" (+{len(errors) - 1} more error{'s' if len(errors) > 2 else ''})"
-        raise SpecError(message, field=format_path(loc), location=location, file=source.root_file) from None
+            more = f"{len(errors) - 1} more error{'s' if len(errors) > 2 else ''}"
+            message += f" (+{more}: `archspec validate --all-errors` lists them)"
+        first = SpecError(message, field=format_path(loc), location=location, file=source.root_file)
+        first.every = tuple(every)
+        raise first from None
     return instance

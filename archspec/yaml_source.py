@@ -167,4 +167,15 @@ def dump_yaml(data: dict[str, Any]) -> str:
     """A spec, recipe or resolved network as YAML, keys in the given order. Every file archspec
     writes as YAML goes through here."""
     # through JSON: tuples become lists and anything not plain fails loudly, so safe_dump can write it
-    return yaml.safe_dump(json.loads(json.dumps(data)), sort_keys=False)
+    return yaml.safe_dump(_without_float_noise(json.loads(json.dumps(data))), sort_keys=False)
+
+
+def _without_float_noise(value: Any) -> Any:
+    """0.15000000000000002 -> 0.15: twelve significant digits say every number a spec can mean."""
+    if isinstance(value, float):
+        return float(f"{value:.12g}")
+    if isinstance(value, list):
+        return [_without_float_noise(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _without_float_noise(v) for k, v in value.items()}
+    return value

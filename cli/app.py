@@ -11,16 +11,31 @@ without them.
 
 from __future__ import annotations
 
+import re
 import sys
 from typing import Annotated, Any, NoReturn, Optional
 
 import typer
+import typer.core
 
 from archspec._version import __version__
-from archspec.errors import Diverged, ProcessFailed, SpecError
+from archspec.errors import Diverged, Interrupted, ProcessFailed, SpecError
 
 from . import compile, decide, measure, run, spec
 from .options import UsageError
+
+
+class Command(typer.core.TyperCommand):
+    """typer's command, with help that reads like a man page: `SPEC`, not `{SPEC}` for a required
+    argument, and no type annotations such as `<str>` beside arguments that name their values."""
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        super().format_help(ctx, formatter)
+        text = "".join(formatter.buffer)
+        text = re.sub(r"\{([A-Z][A-Z_.]*)\}", r"\1", text)
+        text = re.sub(r"(\n  [A-Z][A-Z_.]*) <[a-z\[\]]+>", r"\1", text)
+        formatter.buffer[:] = [text]
+
 
 app = typer.Typer(
     name="archspec",
@@ -32,6 +47,9 @@ app = typer.Typer(
 )
 for group in (spec, compile, decide, measure, run):
     group.register(app)
+for registered in app.registered_commands:
+    if registered.cls in (None, typer.core.TyperCommand):
+        registered.cls = Command
 
 # typer's click (its own copy in recent typer): every usage error derives from this class
 ClickError: type[Exception] = typer.BadParameter.__mro__[2]
@@ -113,6 +131,9 @@ def run_command(args: list[str]) -> int:
     except Diverged as exc:
         sys.stderr.write(f"archspec: {exc}\n")
         return 1
+    except Interrupted as exc:
+        sys.stderr.write(f"archspec: {exc}\n")
+        return 130
     except ProcessFailed as exc:
         return exc.code
     except BrokenPipeError:  # e.g. `archspec schema | head`

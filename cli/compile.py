@@ -105,7 +105,7 @@ def stats(spec: SpecArg, resolution: ResolutionFlag = None, batch_size: CostBatc
     if as_json:
         render.emit_json(payload)
     else:
-        render.key_values(payload)
+        render.stats_text(payload)
 
 
 def plan(

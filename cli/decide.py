@@ -13,7 +13,7 @@ from archspec.limits import MAX_EXPANSION, MAX_RESOLUTION, MIN_EXPANSION, MIN_RE
 from archspec.match import match_flops as run_match
 from archspec.report import resolutions_report
 from archspec.spec import load_spec
-from archspec.sweep import sweep_payload, sweep_report
+from archspec.sweep import sweep_report
 
 from . import render
 from .options import (
@@ -21,6 +21,7 @@ from .options import (
     GroupRounding,
     Json,
     Metric,
+    MidChannelRounding,
     PlotPath,
     ResolutionFlag,
     SpecArg,
@@ -45,6 +46,7 @@ GroupSizes = Annotated[Any, typer.Option(parser=ints, metavar="G,...", help="Com
 Expansions = Annotated[Any, typer.Option(parser=numbers, metavar="E,...", help="Comma-separated, e.g. 6,5,4,3,2.")]
 Grid = Annotated[bool, typer.Option("--grid", help="Every combination instead of pairs.")]
 Rounding = Annotated[Optional[GroupRounding], typer.Option(help="Group-size rounding (default: the spec's).")]
+MidRounding = Annotated[Optional[MidChannelRounding], typer.Option(help="Expanded channels (default: the spec's).")]
 
 
 def _target(given: dict[str, Any], metric: Optional[Metric]) -> tuple[Any, Any]:
@@ -105,32 +107,32 @@ def sweep(
     expansions: Expansions,
     grid: Grid = False,
     group_rounding: Rounding = None,
+    mid_channel_rounding: MidRounding = None,
     resolution: ResolutionFlag = None,
     batch_size: CostBatch = 1,
     plot: PlotPath = None,
     as_json: Json = False,
 ) -> None:
-    """Table-2-style costs across group sizes G and expansion ratios E."""
+    """Table-2-style costs across group sizes G and expansion ratios E, under the spec's rounding
+    rules (or those given)."""
     if plot is not None:
         check_writable(plot, "plot")
-    model = load_spec(spec)
-    rounding = group_rounding.value if group_rounding else None
-    kwargs: dict[str, Any] = {
-        "grid": grid,
-        "group_rounding": rounding,
-        "resolution": resolution,
-        "batch_size": batch_size,
+    rules = {
+        k: v.value
+        for k, v in (("group_rounding", group_rounding), ("mid_channel_rounding", mid_channel_rounding))
+        if v is not None
     }
-    rows = sweep_report(model, group_sizes, expansions, **kwargs)
+    result = sweep_report(
+        load_spec(spec), group_sizes, expansions, grid=grid, resolution=resolution, batch_size=batch_size, **rules
+    )
     if plot is not None:
         from archspec.plots import sweep_figure
 
-        sweep_figure(rows, f"{model.name}: group size vs expansion ratio", plot, batch_size)
-    payload = sweep_payload(spec, rows, batch_size)
+        sweep_figure(result, plot)
     if as_json:
-        render.emit_json(payload)
+        render.emit_json(result.as_dict(spec))
         return
-    render.sweep_table(payload["rows"], batch_size)
+    render.sweep_table(result.as_dict(spec))
     if plot is not None:
         render.console().print(f"wrote {plot}")
 

@@ -50,6 +50,11 @@ class GroupRounding(str, Enum):
     by_count = "count"
 
 
+class MidChannelRounding(str, Enum):
+    divisor = "divisor"
+    group = "group"
+
+
 class Weights(str, Enum):
     auto = "auto"
     finetuned = "finetuned"

@@ -9,23 +9,29 @@ import typer
 
 from archspec.api import as_resolved
 from archspec.errors import SpecError
+from archspec.resolution import congruence_warnings
 
+from . import render
 from .options import SPEC_HELP
 from .render import emit_json
 
+Specs = Annotated[list[str], typer.Argument(help=SPEC_HELP, metavar="SPEC", show_default=False)]
+AllErrors = Annotated[bool, typer.Option("--all-errors", help="Every error of a spec, one line each, not the first.")]
 
-def validate(
-    specs: Annotated[list[str], typer.Argument(help=SPEC_HELP, metavar="SPEC...", show_default=False)],
-) -> None:
-    """Check specs; exit 0 when all are valid, 2 otherwise (one line per bad spec)."""
+
+def validate(specs: Specs, all_errors: AllErrors = False) -> None:
+    """Check specs; exit 0 when all are valid, 2 otherwise (one line per bad spec). Warns where a
+    test resolution is not congruent to the training resolution."""
     bad = 0
     for spec in specs:
         try:
             res = as_resolved(spec)
         except SpecError as exc:
             bad += 1
-            sys.stderr.write(exc.line() + "\n")
+            sys.stderr.write("".join(e.line() + "\n" for e in (exc.every if all_errors else (exc,))))
             continue
+        for message in congruence_warnings(res.resolution.train, res.resolution.test, res.downsampling_layers):
+            render.warn(f"{spec}: {message}")
         rounded = f", {len(res.roundings)} roundings" if res.roundings else ""
         sys.stdout.write(f"ok  {spec}  ({res.name}: {res.num_stages} stages, {len(res.blocks)} blocks{rounded})\n")
     if bad:

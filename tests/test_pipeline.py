@@ -88,7 +88,7 @@ def test_train_with_the_pipeline_backend(tmp_path, cli):
     assert len(info["plan"]["stages"]) == 2
     # the gathered EMA weights are a whole model, usable by finetune and eval
     payload = json.loads(cli("eval", run, "--resolutions", "64", "--json").out)
-    assert payload["weights"] == "ema" and payload["results"][0]["images"] == 200
+    assert payload["results"][0]["weights"] == "ema" and payload["results"][0]["images"] == 200
 
 
 @pytest.mark.slow

@@ -70,15 +70,24 @@ def test_demo_train_finetune_eval(tmp_path, cli):
     assert json.loads((run / "run.json").read_text())["status"] == "finished"
     result = cli("finetune", run, "--resolution", "96", "--blocks", "2", "--max-steps", "10")
     assert result.code == 0, result.err
+    again = cli("finetune", run, "--resolution", "96", "--blocks", "1", "--max-steps", "1")  # kept, unless forced
+    assert again.code == 2 and "already holds a fine-tune at 96 px" in again.err and "--force" in again.err
     result = cli("eval", run, "--resolutions", "64,96", "--json")
     assert result.code == 0, result.err
     payload = json.loads(result.out)
-    assert payload["weights"] == "finetuned" and [r["resolution"] for r in payload["results"]] == [64, 96]
+    assert [r["resolution"] for r in payload["results"]] == [64, 96]
+    # each resolution is tested with its own weights: the EMA at the training resolution, the fine-tune at 96 px
+    assert [(r["weights"], r["weights_file"]) for r in payload["results"]] == [
+        ("ema", "ema.pt"),
+        ("finetuned", "finetuned-r96.pt"),
+    ]
+    text = cli("eval", run, "--resolutions", "64,96").out
+    assert "ema.pt (EMA, trained at 64 px)" in text and "finetuned-r96.pt (fine-tuned at 96 px, last 2 blocks" in text
     assert all(0 <= r["top1"] <= r["top5"] <= 1 and r["congruent"] for r in payload["results"])
 
     # the frozen parameters are bit for bit the EMA weights fine-tuning started from
-    ema, tuned = load(run / "ema.pt")["model"], load(run / "finetuned.pt")["model"]
-    summary = json.loads((run / "finetune.json").read_text())
+    ema, tuned = load(run / "ema.pt")["model"], load(run / "finetuned-r96.pt")["model"]
+    summary = json.loads((run / "finetune-r96.json").read_text())
     assert summary["first_trainable_layer"] == "blocks.5.0.conv_dw"  # the last stride-2 layer
     # B0's table: stage 5 holds the last stride-2 layer. State dicts list layers in forward order:
     # everything from that layer on may train, everything before it must not move.

@@ -38,8 +38,11 @@ _ENV = jinja2.Environment(
 
 
 def literal(value: Any) -> str:
-    """A Python literal for a plain value (str, int, float, bool, None, or lists/dicts of them)."""
-    if isinstance(value, (str, bool, int, float)) or value is None:
+    """A Python literal for a plain value (str, int, float, bool, None, or lists/dicts of them).
+    Floats are written to 12 significant digits: 0.15, not 0.15000000000000002."""
+    if isinstance(value, float):
+        return repr(float(f"{value:.12g}"))
+    if isinstance(value, (str, bool, int)) or value is None:
         return repr(value)
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(literal(v) for v in value) + "]"

@@ -99,9 +99,24 @@ def compile_summary(r: dict[str, Any]) -> None:
     )
 
 
-def key_values(payload: dict[str, Any]) -> None:
+STATS_UNITS = {
+    "params": "learnable parameters",
+    "macs": "multiply-accumulates per image (conv + linear)",
+    "elementwise": "other arithmetic per image (norms, activations, adds, pooling, SE)",
+    "activations": "activation elements per image",
+    "flops": "2 x MACs",
+    "activation_bytes": "bytes of activations for the whole batch (fp32)",
+    "resolution": "pixels",
+    "batch_size": "images",
+    "downsampling_layers": "stride-2 layers",
+    "mean_intensity": "MAC-weighted eq. (7) at this batch",
+}
+
+
+def stats_text(payload: dict[str, Any]) -> None:
     for key, value in payload.items():
-        sys.stdout.write(f"{key:>20}  {value:,}\n" if isinstance(value, int) else f"{key:>20}  {value}\n")
+        shown = f"{value:,}" if isinstance(value, int) else str(value)
+        sys.stdout.write(f"{key:>20}  {shown:>16}  {STATS_UNITS.get(key, '')}\n")
 
 
 def plan_table(p: dict[str, Any], name: str) -> None:
@@ -184,9 +199,13 @@ def resolutions_text(p: dict[str, Any]) -> None:
         out.write(f"test resolutions for training at half ({half}): {', '.join(map(str, p['test_if_half']))}\n")
 
 
-def sweep_table(rows_: list[dict[str, Any]], batch_size: int) -> None:
-    rows = table(["G", "E", "params", "MACs", f"act mem B={batch_size}", "mean intensity", "rounded layers"])
-    for r in rows_:
+def sweep_table(p: dict[str, Any]) -> None:
+    b = p["batch_size"]
+    rows = table(
+        ["G", "E", "params", "MACs", f"act mem B={b}", f"intensity B={b}", "G rounded", "mid ch -> xG", "Table 2 P, F"]
+    )
+    for r in p["rows"]:
+        paper = f"{r['paper'][0]:g}M, {r['paper'][1]:g}G" if r["paper"] else ""
         rows.add_row(
             str(r["group_size"]),
             f"{r['expansion_ratio']:g}",
@@ -195,8 +214,18 @@ def sweep_table(rows_: list[dict[str, Any]], batch_size: int) -> None:
             human(r["activation_bytes"], "B"),
             f"{r['mean_intensity']:.1f}",
             str(r["rounded_layers"]),
+            str(r["aligned_mid_channels"]),
+            paper,
         )
-    console().print(rows)
+    out = console(110)
+    rules = ", ".join(
+        f"{k} {v}{' (given)' if k in p['rules_overridden'] else ' (the spec)'}" for k, v in p["rules"].items()
+    )
+    out.print(f"{p['spec']} at {p['resolution']} px; rules: {rules}", soft_wrap=True)
+    out.print(rows)
+    out.print("G rounded: convs whose group size was rounded to divide their channels", soft_wrap=True)
+    out.print("mid ch -> xG: blocks whose expanded channels were moved to a multiple of G", soft_wrap=True)
+    out.print("intensity: MAC-weighted mean of eq. (7)", soft_wrap=True)
 
 
 def bench_text(p: dict[str, Any]) -> None:
@@ -208,30 +237,3 @@ def bench_text(p: dict[str, Any]) -> None:
         sys.stdout.write(f"{p['timm_note']}: {p['timm']['images_per_s']:.1f} images/s\n")
     elif "timm_note" in p:
         sys.stdout.write(f"no timm comparison: {p['timm_note']}\n")
-
-
-def train_summary(s: dict[str, Any], out: Any) -> None:
-    if s.get("val_top1_ema") is not None:
-        console().print(
-            f"{out}: {s['steps']} steps at {s['resolution']}px; val top-1 {s['val_top1_ema']:.2%} "
-            f"(EMA), {s['val_top1_raw']:.2%} (raw)"
-        )
-
-
-def finetune_summary(s: dict[str, Any]) -> None:
-    if "val_top1" in s:
-        console().print(
-            f"{s['run']}: fine-tuned the last {s['blocks']} blocks ({s['trainable_parameters']:,} "
-            f"parameters, from {s['first_trainable_layer']}) at {s['resolution']}px for {s['steps']} "
-            f"steps; val top-1 {s['val_top1']:.2%}"
-        )
-
-
-def eval_results(p: dict[str, Any]) -> None:
-    out = console()
-    out.print(f"{p['run']}: {p['weights']} weights, trained at {p['train_resolution']}px")
-    for r in p["results"]:
-        out.print(
-            f"  {r['resolution']:>5}px  top-1 {r['top1']:.2%}  top-5 {r['top5']:.2%}"
-            f"{'' if r['congruent'] else '  (not congruent)'}"
-        )

@@ -45,6 +45,12 @@ Seed = Annotated[int, typer.Option(min=0, help="Seed of weights, data order and 
 BackendFlag = Annotated[TrainBackend, typer.Option(help="torch-pipeline: --stages processes; poptorch: IPUs.")]
 Stages = Annotated[int, typer.Option(min=2, max=64, help="torch-pipeline / poptorch: pipeline stages.")]
 ScheduleFlag = Annotated[Schedule, typer.Option(help="torch-pipeline: the pipeline schedule.")]
+SyncBn = Annotated[
+    Optional[bool],
+    typer.Option(
+        "--sync-bn/--no-sync-bn", help="BN statistics across processes (default: on where a BN spec meets --nproc > 1)."
+    ),
+]
 TestResolution = Annotated[int, typer.Option(metavar="PX", help="Fine-tune (and test) at this resolution.")]
 Blocks = Annotated[int, typer.Option(help="How many blocks from the end train (1 = the head).")]
 Resolutions = Annotated[Any, typer.Option(parser=ints, metavar="R,...", help="Comma-separated, e.g. 224,256,288.")]
@@ -70,6 +76,7 @@ def train(
     backend: BackendFlag = TrainBackend.torch,
     stages: Stages = 2,
     schedule: ScheduleFlag = Schedule.gpipe,
+    sync_bn: SyncBn = None,
 ) -> None:
     """Train SPEC with the paper's recipe (RMSProp-TF, EMA, Mixup+CutMix) on --data or synthetic images."""
     from archspec.runner.options import TrainOptions
@@ -80,7 +87,7 @@ def train(
         raise UsageError("--data and --dataset synthetic exclude each other")
     out = out if out is not None else Path("runs") / load_spec(spec).name
     given = (data, resolution, epochs, max_steps, batch_size, accum, device.value, recipe, resume, seed, backend.value)
-    options = TrainOptions(spec, out, *given, stages, schedule.value)
+    options = TrainOptions(spec, out, *given, stages, schedule.value, sync_bn)
     summary = run_training(options, nproc)
     if summary is not None:
         render.train_summary(summary, out)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from archspec.backends.torch.norms import NormAct
+from archspec.backends.torch.norms import norm_act
 
 WIDTH, DEPTH, SAMPLES = 256, 24, 4096
 
@@ -18,14 +18,14 @@ def _curves(proxy: bool, activation: str, seed: int = 0) -> tuple[list[float], l
     """Per depth: RMS over channels of the per-channel mean of Y, and of (per-channel std of Y - 1),
     where Y is the LN-normalized pre-activation (the paper's Y^l)."""
     gen = torch.Generator().manual_seed(seed)
-    probe = NormAct(WIDTH, "ln").double()  # the project's LN with gamma = 1, beta = 0: Y itself
+    probe = norm_act(WIDTH, "ln").double()  # the project's LN with gamma = 1, beta = 0: Y itself
     z = torch.randn(SAMPLES, WIDTH, 1, 1, generator=gen, dtype=torch.float64)
     mean_rms, std_rms = [], []
     with torch.no_grad():
         for _ in range(DEPTH):
             conv = nn.Conv2d(WIDTH, WIDTH, 1, bias=False).double()
             conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen, dtype=torch.float64) / math.sqrt(WIDTH))
-            layer = NormAct(WIDTH, "ln", activation=activation, proxy=proxy).double()
+            layer = norm_act(WIDTH, "ln", activation=activation, proxy=proxy).double()
             layer.weight.copy_(1 + 0.5 * torch.randn(WIDTH, generator=gen, dtype=torch.float64))
             layer.bias.copy_(0.5 * torch.randn(WIDTH, generator=gen, dtype=torch.float64))
             x = conv(z)

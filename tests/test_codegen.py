@@ -81,7 +81,7 @@ def test_generated_source_is_readable(tmp_path, cli):
     }
     assert imports == {"math", "torch"}
     classes = {n.name for n in tree.body if isinstance(n, ast.ClassDef)}
-    assert {"NormAct", "SqueezeExcite", "DepthwiseSeparable", "InvertedResidual", "EfficientNet"} <= classes
+    assert {"GroupNormAct", "SqueezeExcite", "DepthwiseSeparable", "InvertedResidual", "EfficientNet"} <= classes
     assert "# stage 3: 40x28x28 -> 80x14x14, 3 blocks," in source
     assert source.count("nn.Sequential(") == 1 + 7  # the stages, plus the Sequential of stages
 

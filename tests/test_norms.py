@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from scipy import integrate, stats
 
 import archspec
-from archspec.backends.torch.norms import NormAct, ProxyMoments, parameter_groups
-from conftest import SPECS
+from archspec.backends.torch.norms import ProxyMoments, norm_act, parameter_groups
+from conftest import ROOT, SPECS
 
 # gamma, beta (the norm's affine), proxy beta~, proxy gamma~
 GRID = list(itertools.product([-2.0, -0.7, 0.5, 1.0, 2.5], [-1.5, 0.0, 1.0], [-0.8, 0.0, 0.5], [-0.4, 0.0, 0.7]))
@@ -107,7 +107,7 @@ def test_moments_are_differentiable(activation):
 @pytest.mark.parametrize("kind", ["gn", "ln"])
 def test_proxy_normalized_activation_is_eq_4(kind):
     torch.manual_seed(0)
-    layer = NormAct(16, kind, num_groups=4, activation="silu", proxy=True, pn_eps=3e-2).double()
+    layer = norm_act(16, kind, num_groups=4, activation="silu", proxy=True, pn_eps=3e-2).double()
     with torch.no_grad():
         for p in (layer.weight, layer.bias, layer.pn_beta, layer.pn_gamma):
             p.normal_(0, 0.5)
@@ -122,7 +122,7 @@ def test_proxy_normalized_activation_is_eq_4(kind):
 
 def test_norm_without_activation_is_plain():
     with pytest.raises(ValueError):
-        NormAct(8, "ln", proxy=True)
+        norm_act(8, "ln", proxy=True)
     g = archspec.build_graph(
         archspec.resolve(archspec.load_spec({"base": "efficientnet-b0", "norm": {"type": "ln+pn"}}))
     )
@@ -205,3 +205,92 @@ def test_weight_decay_groups():
     assert any(n.endswith(".pn_beta") for n in decayed) and any(n.endswith(".pn_gamma") for n in decayed)
     for name in plain:
         assert name.endswith((".bias", "bn1.weight", "bn2.weight", "bn3.weight")), name
+
+
+# --------------------------------------------------------------------------------------------
+# norm layers that the ecosystem recognises
+
+
+def _bn_model(spec=SPECS / "tiny.yaml"):
+    return archspec.build_model({"base": str(spec), "norm": {"type": "bn"}}, seed=0).eval()
+
+
+def test_norm_layers_are_torch_norm_layers():
+    from archspec.backends.torch.norms import BatchNormAct2d
+
+    g = archspec.build_graph(archspec.resolve(archspec.load_spec({"base": str(SPECS / "tiny.yaml"), "norm": "bn"})))
+    bn_nodes = [d["module"] for _, d in g.nodes(data=True) if d["op"] == "norm"]
+    model = _bn_model()
+    assert all(isinstance(model.get_submodule(m), (torch.nn.BatchNorm2d, BatchNormAct2d)) for m in bn_nodes)
+    for norm in ("gn", "ln", "gn+pn", "ln+pn"):
+        other = archspec.build_model({"base": str(SPECS / "tiny.yaml"), "norm": {"type": norm}})
+        assert all(isinstance(other.get_submodule(m), torch.nn.GroupNorm) for m in bn_nodes), norm
+
+
+def test_convert_sync_batchnorm_converts_every_bn_and_keeps_the_activation():
+    from archspec.backends.torch.norms import SyncBatchNormAct, convert_sync_batchnorm
+
+    model = _bn_model()
+    bns = [n for n, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        before = model(x)
+        converted = convert_sync_batchnorm(model).eval()
+        after = converted(x)
+    synced = [n for n, m in converted.named_modules() if isinstance(m, SyncBatchNormAct)]
+    g = archspec.build_graph(archspec.resolve(archspec.load_spec({"base": str(SPECS / "tiny.yaml"), "norm": "bn"})))
+    assert synced == bns == [d["module"] for _, d in g.nodes(data=True) if d["op"] == "norm"]
+    torch.testing.assert_close(after, before, rtol=0, atol=0)
+
+
+def test_conv_bn_folding_keeps_the_outputs():
+    from archspec.backends.torch.norms import BatchNormAct2d, fuse_conv_bn
+
+    model = _bn_model()
+    with torch.no_grad():  # running statistics that are not the identity
+        for m in model.modules():
+            if isinstance(m, BatchNormAct2d):
+                m.running_mean.normal_(0, 0.1)
+                m.running_var.uniform_(0.5, 2)
+        x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+        before = model(x)
+        fused = fuse_conv_bn(model)
+        after = fused(x)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["sync", "local"])
+def test_two_processes_keep_the_same_bn_statistics(tmp_path, mode):
+    """--nproc 2 on a BN spec: with sync BN (the runner's default) both processes hold the running
+    statistics of one process trained on the whole batch; without it, each its own."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "stats.pt"
+    worker = ROOT / "tests" / "sync_bn_worker.py"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node=2",
+            str(worker),
+            str(out),
+            str(SPECS / "tiny.yaml"),
+            mode,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = torch.load(out, weights_only=True)
+    one, two = result["ranks"]
+    same = all(torch.allclose(one[k], two[k], rtol=0, atol=0) for k in one)
+    assert same == (mode == "sync")
+    if mode == "sync":
+        for k, v in result["whole_batch"].items():
+            torch.testing.assert_close(one[k], v, rtol=1e-4, atol=1e-5)

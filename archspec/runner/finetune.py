@@ -33,7 +33,7 @@ from .checkpoint import model_with_weights
 from .data import GlobalBatches, Transformed, default_workers, open_splits, val_transform
 from .distributed import Context, barrier, launch, session, under_launcher
 from .evaluate import evaluate
-from .loop import DataParallel, StepData, Trainer, fit
+from .loop import DataParallel, StepData, Trainer, data_parallel, fit
 from .metrics import Reporter
 from .optim import smoothed_cross_entropy
 from .options import FinetuneOptions
@@ -156,12 +156,7 @@ def _trainer(
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=ft.lr, momentum=ft.momentum)
     # cosine from ft.lr to 0 over the run
     scheduler = CosineLRScheduler(optimizer, t_initial=total, lr_min=0.0, t_in_epochs=False)
-    wrapped: nn.Module = model
-    if ctx.distributed:
-        wrapped = nn.parallel.DistributedDataParallel(
-            model, device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None
-        )
-    strategy = DataParallel(ctx, wrapped, smoothed_cross_entropy(ft.label_smoothing), seed=seed)
+    strategy = DataParallel(ctx, data_parallel(model, ctx), smoothed_cross_entropy(ft.label_smoothing), seed=seed)
     step_data = StepData(
         Transformed(train_set, val_transform(opts.resolution), seed), sampler, default_workers(recipe.num_workers), seed
     )

@@ -112,6 +112,18 @@ class DataParallel:
         return module.state_dict() if self.ctx.main else None
 
 
+def data_parallel(model: nn.Module, ctx: Context, sync_bn: bool = False) -> nn.Module:
+    """The model as DDP runs it across processes (itself in one process); with `sync_bn`, its BN
+    layers normalise with the whole global micro-batch's statistics."""
+    if not ctx.distributed:
+        return model
+    if sync_bn:
+        from ..backends.torch.norms import convert_sync_batchnorm
+
+        model = convert_sync_batchnorm(model)
+    return DDP(model, device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None)
+
+
 @dataclass
 class Trainer:
     """One process's share of a run: what each optimizer step needs."""

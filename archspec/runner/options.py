@@ -25,6 +25,7 @@ class TrainOptions:
     backend: str = "torch"
     stages: int = 2
     schedule: str = "gpipe"
+    sync_bn: Optional[bool] = None  # BN statistics across processes; default: on where BN meets several
 
     def as_dict(self) -> dict[str, Any]:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}

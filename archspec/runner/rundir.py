@@ -46,6 +46,7 @@ class RunInfo:
     torch: str = ""
     schedule: Optional[str] = None
     plan: Optional[dict[str, Any]] = None
+    sync_bn: bool = False
     summary: Optional[dict[str, Any]] = None
     error: Optional[str] = None
 

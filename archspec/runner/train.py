@@ -28,7 +28,7 @@ from . import checkpoint
 from .data import GlobalBatches, Transformed, default_workers, open_splits, train_transform
 from .distributed import Context, barrier, gather_to_main, launch, session, under_launcher
 from .evaluate import evaluate
-from .loop import DataParallel, StepData, Trainer, fit
+from .loop import DataParallel, StepData, Trainer, data_parallel, fit
 from .metrics import Reporter
 from .optim import loss_and_mix, make_optimizer, step_schedule, weight_average
 from .options import TrainOptions
@@ -190,37 +190,19 @@ def _sampler(opts: TrainOptions, recipe: Recipe, length: int, ctx: Context) -> G
 
 
 def _trainer(s: Setup, ctx: Context) -> Trainer:
+    """The model, its optimizer and schedule, the strategy that runs a step, and the data."""
     from ..backends.torch.norms import parameter_groups
 
     recipe, opts = s.recipe, s.opts
     torch.manual_seed(opts.seed)  # dropout and drop-path draw from the global generator
     model = build_model(s.spec, seed=opts.seed).to(ctx.device)
     gpu = ctx.device.type == "cuda"
-    channels_last = gpu and recipe.channels_last_on_gpu and opts.backend == "torch"
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    precision = torch.bfloat16 if gpu and recipe.bf16_on_gpu and opts.backend == "torch" else None
-    loss, mix = loss_and_mix(recipe, len(s.info.classes), s.sampler.micro)
-    groups = parameter_groups(model, recipe.optimizer.weight_decay)
-    if opts.backend == "torch-pipeline":
-        g, plan = pipeline_plan(s.spec, s.resolution, ctx.world, s.sampler.micro)
-        runner = PipelineRunner(model, g, plan, ctx, s.sampler.accum, s.sampler.micro, loss, opts.schedule)
-        strategy: Any = Pipelined(runner, mix, opts.seed)
-        groups = stage_parameter_groups(groups, runner)
-        s.info.plan = plan.as_dict()
-    else:
-        wrapped: nn.Module = model
-        if ctx.distributed:
-            wrapped = nn.parallel.DistributedDataParallel(model, device_ids=[ctx.local_rank] if gpu else None)
-        strategy = DataParallel(ctx, wrapped, loss, mix, opts.seed, precision, channels_last)
+    strategy, model, groups = _strategy(s, ctx, model, parameter_groups(model, recipe.optimizer.weight_decay))
     optimizer = make_optimizer(groups, recipe)
     scheduler = step_schedule(optimizer, recipe, s.sampler.steps_per_epoch, recipe.learning_rate())
+    transform = train_transform(s.resolution, recipe.crop_scale(), recipe.augment.hflip)
     data = StepData(
-        Transformed(
-            s.train_set,
-            train_transform(s.resolution, recipe.crop_scale(), recipe.augment.hflip),
-            opts.seed,
-        ),
+        Transformed(s.train_set, transform, opts.seed),
         s.sampler,
         default_workers(recipe.num_workers),
         opts.seed,
@@ -241,6 +223,28 @@ def _trainer(s: Setup, ctx: Context) -> Trainer:
         checkpoint_every=recipe.checkpoint_every_steps,
         after_epoch=lambda t, epoch: _evaluate_epoch(t, s, epoch),
     )
+
+
+def _strategy(s: Setup, ctx: Context, model: nn.Module, groups: list[dict[str, Any]]) -> tuple[Any, nn.Module, Any]:
+    """How this process takes part in a step: a pipeline stage, or data-parallel (BN statistics
+    synchronised across processes unless --no-sync-bn); the model, and the parameters it trains."""
+    recipe, opts = s.recipe, s.opts
+    loss, mix = loss_and_mix(recipe, len(s.info.classes), s.sampler.micro)
+    if opts.backend == "torch-pipeline":
+        g, plan = pipeline_plan(s.spec, s.resolution, ctx.world, s.sampler.micro)
+        runner = PipelineRunner(model, g, plan, ctx, s.sampler.accum, s.sampler.micro, loss, opts.schedule)
+        s.info.plan = plan.as_dict()
+        return Pipelined(runner, mix, opts.seed), model, stage_parameter_groups(groups, runner)
+    gpu = ctx.device.type == "cuda"
+    channels_last = gpu and recipe.channels_last_on_gpu
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    s.info.sync_bn = ctx.distributed and s.spec.norm.type == "bn" and opts.sync_bn is not False
+    if s.info.sync_bn:
+        s.notes.append(f"BN statistics are synchronised across the {ctx.world} processes (--no-sync-bn: per process)")
+    wrapped = data_parallel(model, ctx, s.info.sync_bn)
+    precision = torch.bfloat16 if gpu and recipe.bf16_on_gpu else None
+    return DataParallel(ctx, wrapped, loss, mix, opts.seed, precision, channels_last), model, groups
 
 
 def _rng_state() -> dict[str, Any]:

@@ -106,10 +106,14 @@ def _sources(proxy: bool) -> str:
             norms[name]
             for name in ("_normal_pdf", "_normal_cdf", "relu_gaussian_moments", "gauss_legendre", "ProxyMoments")
         ]
-    pieces += [norms["NormAct"]] + [
-        torch_layers[name]
-        for name in ("SqueezeExcite", "DepthwiseSeparable", "InvertedResidual", "GlobalPool", "EfficientNet")
-    ]
+    pieces += (
+        [norms["BatchNormAct2d"], norms["GroupNormAct"]]
+        + ([norms["ProxyNormAct"]] if proxy else [])
+        + [
+            torch_layers[name]
+            for name in ("SqueezeExcite", "DepthwiseSeparable", "InvertedResidual", "GlobalPool", "EfficientNet")
+        ]
+    )
     return "\n\n\n".join(p.rstrip() for p in pieces)
 
 

@@ -35,18 +35,16 @@ def leaf_spec(node: Node) -> LeafSpec | None:
             {"padding": k // 2, "groups": node["groups"], "bias": False},
         )
     if node["op"] == "norm":
-        return LeafSpec(
-            "NormAct",
-            (node["channels"], node["norm"]),
-            {
-                "num_groups": node["num_groups"] or 1,
-                "eps": node["eps"],
-                "momentum": node["momentum"],
-                "activation": node["activation"],
-                "proxy": node["proxy"],
-                "pn_eps": node["pn_eps"],
-            },
-        )
+        c, groups, act = node["channels"], node["num_groups"], node["activation"]
+        if node["norm"] == "bn":
+            return LeafSpec(
+                "BatchNormAct2d", (c,), {"eps": node["eps"], "momentum": node["momentum"], "activation": act}
+            )
+        if node["proxy"]:
+            return LeafSpec(
+                "ProxyNormAct", (c, groups), {"eps": node["eps"], "activation": act, "pn_eps": node["pn_eps"]}
+            )
+        return LeafSpec("GroupNormAct", (c, groups), {"eps": node["eps"], "activation": act})
     if node["op"] == "se":
         return LeafSpec("SqueezeExcite", (node["channels"], node["reduced_channels"], node["function"]))
     if node["op"] == "pool":

@@ -17,11 +17,13 @@ from torchvision.ops import StochasticDepth
 
 from .layers import DepthwiseSeparable, EfficientNet, GlobalPool, InvertedResidual, SqueezeExcite
 from .leaves import LeafSpec, UnitLayers, unit_layers
-from .norms import NormAct
+from .norms import BatchNormAct2d, GroupNormAct, ProxyNormAct
 
 CONSTRUCTORS = {
     "nn.Conv2d": nn.Conv2d,
-    "NormAct": NormAct,
+    "BatchNormAct2d": BatchNormAct2d,
+    "GroupNormAct": GroupNormAct,
+    "ProxyNormAct": ProxyNormAct,
     "SqueezeExcite": SqueezeExcite,
     "GlobalPool": GlobalPool,
     "nn.Dropout": nn.Dropout,

@@ -1,9 +1,11 @@
 """Normalization + activation layers: BN, GN, LN, and proxy-normalized activations (GN+PN, LN+PN).
 
-One layer, `NormAct`, serves every normalization an IR `norm` node can ask for (the model
-builder's `leaf_spec` reads its arguments off the node), so blocks never know which they use.
-As in timm's BatchNormAct2d, the activation lives inside the norm layer (child `act`), which lets
-proxy normalization reach the affine gamma, beta it needs.
+BatchNormAct2d (a BatchNorm2d), GroupNormAct (a GroupNorm: GN, or LN with one group) and
+ProxyNormAct serve every normalization an IR `norm` node can ask for (backends/torch/leaves.py
+picks the class off the node), so blocks never know which they use. As in timm's BatchNormAct2d,
+the activation lives inside the norm layer (child `act`), which lets proxy normalization reach the
+affine gamma, beta it needs. They subclass torch's own norms so that tools which look for those
+find them; convert_sync_batchnorm and fuse_conv_bn know about the activation inside.
 
 Proxy normalization (paper eq. 4; Labatie et al., 2021): after y = gamma * x_hat + beta and
 z = phi(y), PN returns (z - E[phi(gamma Y~ + beta)]) / sqrt(Var[phi(gamma Y~ + beta)] + eps~)
@@ -14,10 +16,12 @@ quadrature otherwise), so the per-element work is the single multiply-add `phi(y
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -40,7 +44,8 @@ def _normal_pdf(x: torch.Tensor) -> torch.Tensor:
 
 
 def _normal_cdf(x: torch.Tensor) -> torch.Tensor:
-    return 0.5 * torch.erfc(-x / math.sqrt(2))
+    # erf, not erfc: the legacy ONNX exporter has no erfc
+    return 0.5 * (1 + torch.erf(x / math.sqrt(2)))
 
 
 def relu_gaussian_moments(mean: torch.Tensor, std: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -96,85 +101,146 @@ class ProxyMoments(nn.Module):
         return first, (centred * centred * w).sum(1)  # two-pass variance: no cancellation
 
 
-class NormAct(nn.Module):
-    """Normalization with per-channel affine, then optionally an activation and proxy normalization.
-
-    kind: "bn" (batch statistics, running averages), "gn" (num_groups groups per sample) or
-    "ln" (one group: per sample over C, H, W, paper eq. 3).
-    """
-
-    running_mean: torch.Tensor
-    running_var: torch.Tensor
-    num_batches_tracked: torch.Tensor
-    act: nn.Module | None
+class BatchNormAct2d(nn.BatchNorm2d):
+    """BatchNorm2d, then an activation (timm's BatchNormAct2d is the model): a BatchNorm2d to every
+    tool that looks for one (conv-BN folding, sync-BN conversion; see convert_sync_batchnorm)."""
 
     def __init__(
-        self,
-        channels: int,
-        kind: str,
-        *,
-        num_groups: int = 1,
-        eps: float = 1e-3,
-        momentum: float = 0.01,
-        activation: str | None = None,
-        proxy: bool = False,
-        pn_eps: float = 3e-2,
+        self, num_features: int, eps: float = 1e-3, momentum: float = 0.01, activation: str | None = None
     ) -> None:
-        super().__init__()
-        if proxy and activation is None:
-            raise ValueError("proxy normalization needs an activation")
-        if kind not in ("bn", "gn", "ln"):
-            raise ValueError(f"unknown normalization {kind!r}")
-        self.kind = kind
-        self.channels = channels
-        self.num_groups = 1 if kind == "ln" else num_groups
-        self.eps = eps
-        self.momentum = momentum
-        self.weight = nn.Parameter(torch.ones(channels))
-        self.bias = nn.Parameter(torch.zeros(channels))
-        if kind == "bn":
-            self.register_buffer("running_mean", torch.zeros(channels))
-            self.register_buffer("running_var", torch.ones(channels))
-            self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
-        self.act = make_activation(activation) if activation else None
-        self.proxy = proxy
-        self.pn_eps = pn_eps
-        if proxy and activation:
-            self.pn_beta = nn.Parameter(torch.zeros(channels))
-            self.pn_gamma = nn.Parameter(torch.zeros(channels))
-            self.moments = ProxyMoments(activation)
+        super().__init__(num_features, eps=eps, momentum=momentum)
+        self.act = make_activation(activation) if activation else nn.Identity()
 
-    def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        if self.kind == "bn":
-            if self.training:
-                self.num_batches_tracked.add_(1)
-            return F.batch_norm(
-                x, self.running_mean, self.running_var, self.weight, self.bias, self.training, self.momentum, self.eps
-            )
-        return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # BatchNorm2d.forward, written out: TorchScript cannot call super()
+        if self.training and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+        momentum = 0.0 if self.momentum is None else self.momentum
+        x = F.batch_norm(
+            x, self.running_mean, self.running_var, self.weight, self.bias, self.training, momentum, self.eps
+        )
+        return self.act(x)
+
+
+class GroupNormAct(nn.GroupNorm):
+    """GroupNorm (GN), or with one group LayerNorm over (C, H, W) with a per-channel affine (LN,
+    paper eq. 3), then an activation."""
+
+    def __init__(self, num_channels: int, num_groups: int, eps: float = 1e-3, activation: str | None = None) -> None:
+        super().__init__(num_groups, num_channels, eps=eps)
+        self.act = make_activation(activation) if activation else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps))
+
+
+class ProxyNormAct(GroupNormAct):
+    """GN or LN, an activation, then proxy normalization of the activation (GN+PN, LN+PN)."""
+
+    def __init__(
+        self, num_channels: int, num_groups: int, eps: float = 1e-3, activation: str = "silu", pn_eps: float = 3e-2
+    ) -> None:
+        super().__init__(num_channels, num_groups, eps, activation)
+        self.pn_eps = pn_eps
+        self.pn_beta = nn.Parameter(torch.zeros(num_channels))
+        self.pn_gamma = nn.Parameter(torch.zeros(num_channels))
+        self.moments = ProxyMoments(activation)
 
     def proxy_scale_shift(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-channel (scale, shift) with PN(z) = z * scale + shift."""
-        params = (self.weight, self.bias, self.pn_beta, self.pn_gamma)
         # at least float32: under fp16/bf16 the per-channel moments are computed in full precision
         dtype = torch.promote_types(self.weight.dtype, torch.float32)
-        mean, var = self.moments(*(p.to(dtype) for p in params))
+        mean, var = self.moments(
+            self.weight.to(dtype), self.bias.to(dtype), self.pn_beta.to(dtype), self.pn_gamma.to(dtype)
+        )
         scale = torch.rsqrt(var + self.pn_eps)
         return scale, -mean * scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.normalize(x)
-        if self.act is None:
-            return x
-        x = self.act(x)
-        if self.proxy:
-            scale, shift = self.proxy_scale_shift()
-            x = x * scale.to(x.dtype)[:, None, None] + shift.to(x.dtype)[:, None, None]
-        return x
+        x = self.act(F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps))
+        scale, shift = self.proxy_scale_shift()
+        return x * scale.to(x.dtype)[:, None, None] + shift.to(x.dtype)[:, None, None]
 
-    def extra_repr(self) -> str:
-        groups = f", groups={self.num_groups}" if self.kind == "gn" else ""
-        return f"{self.channels}, {self.kind}{'+pn' if self.proxy else ''}{groups}, eps={self.eps}"
+
+def norm_act(
+    channels: int,
+    kind: str,
+    *,
+    num_groups: int = 4,
+    eps: float = 1e-3,
+    momentum: float = 0.01,
+    activation: str | None = None,
+    proxy: bool = False,
+    pn_eps: float = 3e-2,
+) -> nn.Module:
+    """The norm + activation layer for `kind` bn, gn or ln (LN: one group), with proxy
+    normalization when `proxy`."""
+    if kind == "bn" and not proxy:
+        return BatchNormAct2d(channels, eps, momentum, activation)
+    if kind not in ("gn", "ln"):
+        raise ValueError(f"no normalization {kind!r}{' with proxy normalization' if proxy else ''}")
+    groups = 1 if kind == "ln" else num_groups
+    if not proxy:
+        return GroupNormAct(channels, groups, eps, activation)
+    if activation is None:
+        raise ValueError("proxy normalization needs an activation")
+    return ProxyNormAct(channels, groups, eps, activation, pn_eps)
+
+
+class SyncBatchNormAct(BatchNormAct2d):
+    """BatchNormAct2d whose statistics, in training across several processes, are those of the
+    whole batch: the per-channel sums are all-reduced, differentiably, so the gradients are the
+    whole batch's too. (torch's nn.SyncBatchNorm has no CPU kernel, and DDP refuses it on CPUs.)"""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return super().forward(x)
+        return self.act(self._synced(x))
+
+    def _synced(self, x: torch.Tensor) -> torch.Tensor:
+        from torch.distributed.nn.functional import all_reduce
+
+        c = x.shape[1]
+        local = torch.cat([x.sum((0, 2, 3)), (x * x).sum((0, 2, 3)), x.new_full((1,), x.numel() / c)])
+        total = all_reduce(local)
+        n = total[-1]
+        mean = total[:c] / n
+        var = (total[c : 2 * c] / n - mean * mean).clamp_min(0)
+        with torch.no_grad():  # BatchNorm2d's running averages, with the unbiased variance
+            m = self.momentum or 0.0
+            self.running_mean.mul_(1 - m).add_(m * mean.detach())
+            self.running_var.mul_(1 - m).add_(m * var.detach() * n / (n - 1))
+            self.num_batches_tracked.add_(1)
+        scale = self.weight * torch.rsqrt(var + self.eps)
+        return x * scale[None, :, None, None] + (self.bias - mean * scale)[None, :, None, None]
+
+
+def convert_sync_batchnorm(module: nn.Module) -> nn.Module:
+    """Every BatchNormAct2d as a SyncBatchNormAct, weights and running statistics kept. (torch's
+    own nn.SyncBatchNorm.convert_sync_batchnorm would drop the activation inside the layer, as it
+    does for timm's BatchNormAct2d, and makes layers DDP refuses on CPUs.)"""
+    if isinstance(module, BatchNormAct2d) and not isinstance(module, SyncBatchNormAct):
+        synced = SyncBatchNormAct(module.num_features, module.eps, module.momentum or 0.0)
+        synced.act = module.act
+        synced.load_state_dict(module.state_dict())
+        return synced.to(module.weight.device).train(module.training)
+    for name, child in module.named_children():
+        module.add_module(name, convert_sync_batchnorm(child))
+    return module
+
+
+def fuse_conv_bn(model: nn.Module) -> nn.Module:
+    """For inference: every conv followed by a BatchNormAct2d becomes one conv with the BN folded
+    into its weights and bias (torch.nn.utils.fusion), the BN layer its activation alone. archspec's
+    layers register their children in the order they run, so a conv's BN is its next sibling."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    for parent in list(model.modules()):
+        for (conv_name, conv), (bn_name, bn) in itertools.pairwise(list(parent.named_children())):
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, BatchNormAct2d):
+                parent.add_module(conv_name, fuse_conv_bn_eval(conv.eval(), bn.eval()))
+                parent.add_module(bn_name, bn.act)
+    return model
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -188,6 +254,6 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, An
             if not p.requires_grad:
                 continue
             is_weight = isinstance(module, (nn.Conv2d, nn.Linear)) and name == "weight"
-            is_proxy = isinstance(module, NormAct) and name in ("pn_beta", "pn_gamma")
+            is_proxy = isinstance(module, ProxyNormAct) and name in ("pn_beta", "pn_gamma")
             (decay if is_weight or is_proxy else no_decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]

@@ -32,7 +32,9 @@ from .render import run as render
 Data = Annotated[Optional[Path], typer.Option(metavar="DIR", help="ImageFolder tree with train/ and val/.")]
 DatasetFlag = Annotated[Optional[Dataset], typer.Option(help="The built-in set (the default without --data).")]
 TrainResolution = Annotated[Optional[str], typer.Option(metavar="PX|native|half", help="Default: the spec's train.")]
-GlobalBatch = Annotated[Optional[int], typer.Option(min=1, max=MAX_BATCH, metavar="B", help="Default: the recipe's.")]
+GlobalBatch = Annotated[
+    Optional[int], typer.Option(min=1, max=MAX_BATCH, metavar="B", help="The global batch (default: the recipe's).")
+]
 Accum = Annotated[
     Optional[int],
     typer.Option(
@@ -102,12 +104,13 @@ def finetune(
     device: DeviceFlag = Device.cpu,
     nproc: Nproc = 1,
     force: Force = False,
+    batch_size: GlobalBatch = None,
 ) -> None:
     """Fine-tune the last blocks of a run at a test resolution, from its EMA weights (SGD, cosine from 0.25)."""
     from archspec.runner.finetune import run as run_finetune
     from archspec.runner.options import FinetuneOptions
 
-    options = FinetuneOptions(run, resolution, blocks, epochs, max_steps, device.value, force)
+    options = FinetuneOptions(run, resolution, blocks, epochs, max_steps, device.value, force, batch_size)
     render.finetune_summary(run_finetune(options, nproc))
 
 

@@ -191,3 +191,22 @@ def test_match_expansion_ties_go_to_the_smaller_e():
     same = [x for x in cands if x.macs == c.macs]
     assert m.chosen.expansion_ratio == min(x.expansion_ratio for x in same)
     assert math.isclose(m.error(m.chosen), 0.0)
+
+
+def test_a_match_beyond_one_percent_names_the_rule_that_reaches_it(cli, tmp_path):
+    """B0-G16 with channel-divisor rounding alone cannot come within 1% of B0-G1 (the test above);
+    match-flops says so, and that mid_channel_rounding: group gets there."""
+    spec = tmp_path / "b0_g16_divisor.yaml"
+    spec.write_text(f"base: {SPECS / 'b0_g16.yaml'}\nmid_channel_rounding: divisor\ngroup_rounding: size\n")
+    result = cli("match-flops", spec, "--target", SPECS / "b0_g1.yaml")
+    assert result.code == 0, result.err
+    assert "misses the target by more than 1%; with mid_channel_rounding: group" in result.out
+    payload = json.loads(cli("match-flops", spec, "--target", SPECS / "b0_g1.yaml", "--json").out)
+    assert abs(payload["relative_error"]) > 0.01
+    closer = payload["closer_with"]
+    assert closer["rules"] == {"mid_channel_rounding": "group"} and abs(closer["relative_error"]) <= 0.01
+    fixed = archspec.load_spec({"base": str(spec), "mid_channel_rounding": "group"})
+    target = archspec.stats(SPECS / "b0_g1.yaml").macs
+    assert abs(_cost(fixed, closer["expansion_ratio"]).macs - target) / target <= 0.01
+    plain = json.loads(cli("match-flops", SPECS / "b0_g16.yaml", "--target", SPECS / "b0_g1.yaml", "--json").out)
+    assert "closer_with" not in plain  # within 1% already

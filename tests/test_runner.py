@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -441,3 +442,16 @@ def test_finetuning_keeps_stochastic_depth_in_the_blocks_it_trains():
     frozen_ids = set(map(id, frozen.frozen_modules))
     assert id(model.get_submodule("blocks.5.1.drop_path")) not in frozen_ids  # after the last stride-2 layer
     assert id(model.get_submodule("blocks.3.1.drop_path")) in frozen_ids
+
+
+def test_progress_without_a_terminal_is_a_line_every_few_seconds(tmp_path):
+    """stderr to a file (CI, nohup, a cluster's log): a line at the start, then one every
+    log_every_steps or log_every_seconds, whichever comes first, each with img/s and an ETA."""
+    recipe = _recipe(tmp_path, SMALL.replace("log_every_steps: 100", "log_every_steps: 1000\nlog_every_seconds: 0.001"))
+    result = run_archspec(*_train_args(tmp_path / "run", recipe, "--max-steps", "3"), cwd=tmp_path, timeout=300)
+    assert result.code == 0, result.err
+    lines = result.err.splitlines()
+    assert lines[0].startswith("train: steps 1 to 3 of 3")
+    progress = [line for line in lines if line.startswith("train step ")]
+    assert [line.split()[2] for line in progress] == ["1/3", "2/3", "3/3"]
+    assert all(re.search(r"\d+ img/s eta \d+:\d\d:\d\d$", line) for line in progress), progress

@@ -12,7 +12,6 @@ statistics are left bit for bit as they were.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,11 +116,10 @@ def finetune(opts: FinetuneOptions) -> dict[str, Any]:
         trainable = trainable_layers(g, opts.blocks)
         model = model_with_weights(spec, run.ema, "EMA weights", ctx.device)
         frozen = Frozen(model, trainable)
-        t, val_set = _trainer(opts, ctx, run, info_, recipe, model)
+        notes = congruence_warnings(int(info_["resolution"]), [opts.resolution], info(g)["downsampling_layers"])
+        t, val_set = _trainer(opts, ctx, run, info_, recipe, model, notes)
         with t.reporter.start(0):
-            for note in congruence_warnings(
-                int(info_["resolution"]), [opts.resolution], info(g)["downsampling_layers"]
-            ):
+            for note in notes:
                 t.reporter.message(f"warning: {note}")
             model.train()
             frozen.apply()
@@ -131,8 +129,48 @@ def finetune(opts: FinetuneOptions) -> dict[str, Any]:
         return summary
 
 
+MIN_STEPS_PER_EPOCH = 10  # a global batch larger than a tenth of the data is cut down to it
+MEANINGFUL_STEPS = 20
+
+
+@dataclass(frozen=True)
+class BatchSize:
+    global_batch: int
+    micro: int
+    accum: int
+    notes: list[str]
+
+
+def batch_for(length: int, wanted: int, micro: int, world: int) -> BatchSize:
+    """The fine-tuning batch: the one asked for, but never so large that an epoch has fewer than
+    MIN_STEPS_PER_EPOCH steps (the paper's 512 against a small data set would make a handful); split
+    into micro-batches of at most `micro` per process, accumulated."""
+    if length < world:
+        raise SpecError(f"the training set has {length} images, fewer than the {world} processes", parameter="run")
+    cap = max(world, length // MIN_STEPS_PER_EPOCH)
+    batch = min(wanted, cap)
+    micro = max(1, min(micro, batch // world))
+    accum = max(1, batch // (micro * world))
+    used = micro * world * accum
+    notes = (
+        []
+        if used == wanted
+        else [
+            f"fine-tuning at a global batch of {used}, not {wanted}: {length} training images make at least "
+            f"{MIN_STEPS_PER_EPOCH} steps an epoch; the learning rate is scaled by {used}/{wanted}"
+        ]
+    )
+    return BatchSize(used, micro, accum, notes)
+
+
 def _trainer(
-    opts: FinetuneOptions, ctx: Context, run: RunDir, info_: dict[str, Any], recipe: Recipe, model: nn.Module
+    opts: FinetuneOptions,
+    ctx: Context,
+    run: RunDir,
+    info_: dict[str, Any],
+    recipe: Recipe,
+    model: nn.Module,
+    notes: list[str],
 ) -> tuple[Trainer, Any]:
     """SGD on the trainable parameters with a cosine schedule, over the training set with
     validation preprocessing, at the recipe's fine-tuning batch (by accumulation)."""
@@ -142,18 +180,25 @@ def _trainer(
     data = Path(info_["options"]["data"]) if info_["options"]["data"] else None
     train_set, val_set, _ = open_splits(data, recipe.synthetic, seed)
     ft = recipe.finetune
-    micro = ft.micro_batch_size or int(info_["micro_batch_size"])
-    if ft.global_batch_size % (micro * ctx.world):
-        micro = math.gcd(ft.global_batch_size // ctx.world, micro)
-    accum = ft.global_batch_size // (micro * ctx.world)
-    sampler = GlobalBatches(len(train_set), ft.global_batch_size, accum, ctx.world, ctx.rank, seed + 1)
-    if sampler.steps_per_epoch == 0:
-        raise SpecError(
-            f"the training set has {len(train_set)} images, fewer than one fine-tuning batch of {ft.global_batch_size}",
-            parameter="run",
+    size = batch_for(
+        len(train_set),
+        opts.batch_size or ft.global_batch_size,
+        ft.micro_batch_size or int(info_["micro_batch_size"]),
+        ctx.world,
+    )
+    sampler = GlobalBatches(len(train_set), size.global_batch, size.accum, ctx.world, ctx.rank, seed + 1)
+    total = run_length(opts.epochs, ft.epochs, sampler.steps_per_epoch, opts.max_steps)
+    # the recipe's learning rate is for its global batch; a smaller one scales it linearly (Goyal et al. 2017)
+    lr = ft.lr * size.global_batch / ft.global_batch_size
+    notes.extend(
+        size.notes
+        + (
+            [f"only {total} optimizer steps: too few for fine-tuning to mean much (--max-steps, --epochs)"]
+            if total < MEANINGFUL_STEPS
+            else []
         )
-    total = run_length(opts.epochs if opts.epochs is not None else ft.epochs, sampler.steps_per_epoch, opts.max_steps)
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=ft.lr, momentum=ft.momentum)
+    )
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr, momentum=ft.momentum)
     # cosine from ft.lr to 0 over the run
     scheduler = CosineLRScheduler(optimizer, t_initial=total, lr_min=0.0, t_in_epochs=False)
     strategy = DataParallel(ctx, data_parallel(model, ctx), smoothed_cross_entropy(ft.label_smoothing), seed=seed)
@@ -161,7 +206,12 @@ def _trainer(
         Transformed(train_set, val_transform(opts.resolution), seed), sampler, default_workers(recipe.num_workers), seed
     )
     reporter = Reporter(
-        run.path, f"finetune-r{opts.resolution}-b{opts.blocks}", total, ctx.main, recipe.log_every_steps
+        run.path,
+        f"finetune-r{opts.resolution}-b{opts.blocks}",
+        total,
+        ctx.main,
+        recipe.log_every_steps,
+        recipe.log_every_seconds,
     )
     return Trainer(ctx, model, strategy, optimizer, scheduler, step_data, total, reporter), val_set
 

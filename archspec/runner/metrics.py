@@ -28,12 +28,23 @@ COLUMNS = (
 class Reporter:
     """Reports one phase of a run (train, or a fine-tune) from `start()` until closed."""
 
-    def __init__(self, run_dir: Path, phase: str, total_steps: int, enabled: bool, log_every: int) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        phase: str,
+        total_steps: int,
+        enabled: bool,
+        log_every: int,
+        log_every_seconds: float = 30.0,
+    ) -> None:
         self.run_dir = run_dir
         self.enabled = enabled
         self.phase = phase
         self.total = total_steps
-        self.log_every = log_every
+        # without a terminal (CI, nohup, a cluster's log): a line every log_every steps or
+        # log_every_seconds, whichever comes first
+        self.log_every, self.log_every_seconds = log_every, log_every_seconds
+        self.last_line = 0.0
         self.first_step = 0
         self.started = self.window_start = time.perf_counter()
         self.window_images = 0
@@ -77,6 +88,11 @@ class Reporter:
             )
             self._task = self._progress.add_task(self.phase, total=self.total, completed=first_step, status="")
             self._progress.start()
+        else:
+            sys.stderr.write(
+                f"{self.phase}: steps {first_step + 1} to {self.total} of {self.total}, in {self.run_dir}\n"
+            )
+            self.last_line = self.started
         return self
 
     def _write(self, row: dict[str, Any]) -> None:
@@ -108,9 +124,10 @@ class Reporter:
         status = f"loss {loss:.4f}  {self.rate:.0f} img/s"
         if self._progress is not None:
             self._progress.update(self._task, completed=step, status=status)
-        elif step % self.log_every == 0 or step == self.total:
+        elif step % self.log_every == 0 or step == self.total or now - self.last_line >= self.log_every_seconds:
             remaining = (self.total - step) * (now - self.started) / max(step - self.first_step, 1)
             sys.stderr.write(f"{self.phase} step {step}/{self.total} epoch {epoch} {status} eta {_clock(remaining)}\n")
+            self.last_line = now
         if now - self.window_start > 5:
             self.window_start, self.window_images = now, 0
 

@@ -59,6 +59,7 @@ class FinetuneOptions:
     max_steps: Optional[int] = None
     device: str = "cpu"
     force: bool = False  # replace an earlier fine-tune at the same resolution
+    batch_size: Optional[int] = None  # the global batch; default: the recipe's (512, the paper's)
 
     def as_dict(self) -> dict[str, Any]:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}

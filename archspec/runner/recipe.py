@@ -87,6 +87,9 @@ class Recipe(Strict):
     ema_decay_per_epoch: float = Field(0.97, ge=0, lt=1)
     checkpoint_every_steps: int = Field(500, ge=1, le=10_000_000)
     log_every_steps: int = Field(10, ge=1, le=1_000_000)
+    log_every_seconds: float = Field(
+        30.0, gt=0, le=86_400, description="Without a terminal: a log line at least this often."
+    )
     eval_every_epochs: int = Field(1, ge=1, le=1000, description="Evaluate the EMA weights every N epochs.")
     num_workers: Union[Auto, Annotated[int, Field(ge=0, le=64)]] = "auto"
     bf16_on_gpu: bool = True

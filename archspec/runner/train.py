@@ -125,7 +125,7 @@ def _setup(opts: TrainOptions, ctx: Context) -> Setup:
     res = as_resolved(spec)
     notes += congruence_warnings(resolution, res.resolution.test, res.downsampling_layers)
     sampler = _sampler(opts, recipe, len(train_set), ctx)
-    total = run_length(recipe.epochs, sampler.steps_per_epoch, opts.max_steps)
+    total = run_length(opts.epochs, recipe.epochs, sampler.steps_per_epoch, opts.max_steps)
     info = RunInfo(
         options=opts.as_dict(),
         backend=opts.backend,
@@ -208,7 +208,9 @@ def _trainer(s: Setup, ctx: Context) -> Trainer:
         opts.seed,
         pin_memory=gpu,
     )
-    reporter = Reporter(s.run.path, "train", s.info.total_steps, ctx.main, recipe.log_every_steps)
+    reporter = Reporter(
+        s.run.path, "train", s.info.total_steps, ctx.main, recipe.log_every_steps, recipe.log_every_seconds
+    )
     return Trainer(
         ctx,
         model,
@@ -377,9 +379,12 @@ def _finish(t: Trainer, s: Setup) -> dict[str, Any]:
     return summary
 
 
-def run_length(epochs: float, steps_per_epoch: int, max_steps: Optional[int]) -> int:
-    """Optimizer steps in a run: whole or fractional epochs, cut short by --max-steps."""
-    planned = math.ceil(epochs * steps_per_epoch)
+def run_length(epochs: Optional[float], default_epochs: float, steps_per_epoch: int, max_steps: Optional[int]) -> int:
+    """Optimizer steps in a run: --max-steps alone sets them; --epochs (or the recipe's) make
+    whole or fractional epochs, cut short by --max-steps."""
+    if max_steps and epochs is None:
+        return max_steps
+    planned = math.ceil((default_epochs if epochs is None else epochs) * steps_per_epoch)
     return min(planned, max_steps) if max_steps else planned
 
 

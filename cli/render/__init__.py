@@ -177,6 +177,15 @@ def match_table(p: dict[str, Any], shown: list[Candidate], match: Match, spec: s
         f"chosen: expansion_ratio {p['expansion_ratio']:g} -> {p[metric]:,} {metric} "
         f"({pct(p['relative_error'])}), {p['params']:,} params, {p['macs']:,} MACs"
     )
+    if abs(p["relative_error"]) > 0.01:
+        closer = p.get("closer_with")
+        how = (
+            f"with {', '.join(f'{k}: {v}' for k, v in closer['rules'].items())} E {closer['expansion_ratio']:g} "
+            f"comes within {pct(closer['relative_error'])}"
+            if closer
+            else "no other rounding rule gets within 1%"
+        )
+        out.print(f"note: the best match misses the target by more than 1%; {how}", soft_wrap=True)
     if "written" in p:
         out.print(f"wrote {p['written']}")
 

@@ -245,7 +245,9 @@ class GlobalBatches(Sampler[list[int]]):
         self.epoch, self.start_step = epoch, start_step
 
     def __iter__(self) -> Iterator[list[int]]:
-        order = torch.randperm(self.length, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
+        order = torch.randperm(
+            self.length, generator=torch.Generator().manual_seed((self.seed * 100_003 + self.epoch) % (1 << 63))
+        )
         for step in range(self.start_step, self.steps_per_epoch):
             batch = order[step * self.global_batch : (step + 1) * self.global_batch]
             for a in range(self.accum):

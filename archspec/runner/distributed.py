@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ import torch
 import torch.distributed as dist
 
 from ..errors import Diverged, Interrupted, Location, ProcessFailed, SpecError
+from .rundir import LOCK_HELD
 
 JOB_VARIABLE = "ARCHSPEC_JOB"
 
@@ -113,37 +113,62 @@ def gather_to_main(value: Any, ctx: Context) -> list[Any]:
     return parts
 
 
-def launch(command: str, options: dict[str, Any], nproc: int) -> None:
-    """Run `command` (train or finetune) with `options` in `nproc` processes on this machine. A
-    process's bad input or divergence is raised here, as if this process had met it."""
+def launch(command: str, options: dict[str, Any], nproc: int, run_dir: Optional[Path] = None) -> None:
+    """Run `command` (train or finetune) with `options` in `nproc` processes on this machine, with
+    torch's elastic launcher run here (as torchrun --standalone would), so that a process's failure
+    is not printed as torchrun's report: a process's bad input, divergence or interruption is raised
+    here, as if this process had met it; `run_dir` is held by this process for them."""
+    import logging
+    import uuid
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
     if nproc < 1:
         raise SpecError(f"must be at least 1, got {nproc}", parameter="nproc")
-    launcher = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc-per-node={nproc}",
-        "-m",
-        "archspec.runner.worker",
-    ]
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # their failure is ours to tell
+    config = LaunchConfig(
+        min_nodes=1,
+        max_nodes=1,
+        nproc_per_node=nproc,
+        run_id=str(uuid.uuid4()),
+        rdzv_backend="c10d",
+        rdzv_endpoint="localhost:0",
+        max_restarts=0,
+    )
     with tempfile.TemporaryDirectory(prefix="archspec-launch-") as errors:
-        job = {"command": command, "options": options, "errors": errors}
-        env = {
-            **os.environ,
-            JOB_VARIABLE: json.dumps(job),
+        environment = {
+            JOB_VARIABLE: json.dumps({"command": command, "options": options, "errors": errors}),
+            LOCK_HELD: str(run_dir.resolve()) if run_dir else "",
             "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(max(1, cores() // nproc))),
         }
-        process = subprocess.Popen(launcher, env=env)
-        try:
-            code = process.wait()
-        except KeyboardInterrupt:  # the launched processes saw it too: they say where they stopped
-            code = process.wait()
+        failed = None
+        with _environment(environment):
+            try:
+                elastic_launch(config, sys.executable)("-m", "archspec.runner.worker")
+            except ChildFailedError as exc:
+                failed = exc
         reports = sorted(Path(errors).glob("rank-*.json"), key=lambda p: int(p.stem.split("-")[1]))
         if reports:
             raise error_from_report(json.loads(reports[0].read_text()))
-    if code:
-        raise ProcessFailed("a launched process", code)
+    if failed is not None:
+        code = next((f.exitcode for f in failed.failures.values()), 1)
+        raise ProcessFailed("a launched process", code or 1)
+
+
+@contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """os.environ with `values` set, for the processes started meanwhile."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def error_report(exc: Exception) -> dict[str, Any]:

@@ -11,6 +11,7 @@ statistics are left bit for bit as they were.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,6 @@ from ..resolution import congruence_warnings
 from ..resolve import resolve
 from ..spec import load_spec
 from . import checkpoint
-from .checkpoint import model_with_weights
 from .data import GlobalBatches, Transformed, default_workers, open_splits, val_transform
 from .distributed import Context, barrier, launch, session, under_launcher
 from .evaluate import evaluate
@@ -38,7 +38,7 @@ from .optim import smoothed_cross_entropy
 from .options import FinetuneOptions
 from .recipe import Recipe, load_recipe
 from .rundir import RunDir
-from .train import run_length
+from .train import check_length, run_length
 
 
 def trainable_layers(g: nx.DiGraph[str], blocks: int) -> list[str]:
@@ -84,10 +84,12 @@ class Frozen:
 
 def run(opts: FinetuneOptions, nproc: int = 1) -> dict[str, Any]:
     """Fine-tune as the options say, in `nproc` processes; the summary."""
-    check_target(RunDir(opts.run), opts)
+    run_dir = RunDir(opts.run)
+    check_target(run_dir, opts)
     if nproc > 1 and not under_launcher():
-        launch("finetune", opts.as_dict(), nproc)
-        return dict(json.loads(RunDir(opts.run).finetune_info(opts.resolution).read_text()))
+        with run_dir.writing():
+            launch("finetune", opts.as_dict(), nproc, run_dir.path)
+        return dict(json.loads(run_dir.finetune_info(opts.resolution).read_text()))
     return finetune(opts)
 
 
@@ -95,6 +97,7 @@ def check_target(run: RunDir, opts: FinetuneOptions) -> None:
     """A run keeps one fine-tune per resolution; another at the same resolution must be asked for."""
     run.require()
     check_resolution(opts.resolution)
+    check_length(opts.epochs, opts.max_steps)
     if run.finetuned(opts.resolution).exists() and not opts.force:
         raise SpecError(
             f"{run} already holds a fine-tune at {opts.resolution} px ({run.finetuned(opts.resolution).name}); "
@@ -105,16 +108,14 @@ def check_target(run: RunDir, opts: FinetuneOptions) -> None:
 
 def finetune(opts: FinetuneOptions) -> dict[str, Any]:
     """Fine-tune in this process (one of several under a launcher); the summary."""
-    with session(opts.device) as ctx:
-        run = RunDir(opts.run)
+    run = RunDir(opts.run)
+    with session(opts.device) as ctx, run.writing() if ctx.main else contextlib.nullcontext():
         check_target(run, opts)
         info_ = run.raw_info()
         spec, recipe = load_spec(run.spec), load_recipe(run.recipe)
-        if opts.max_steps is not None and opts.max_steps < 1:
-            raise SpecError(f"must be at least 1, got {opts.max_steps}", parameter="max_steps")
         g = build_graph(resolve(spec), opts.resolution)
         trainable = trainable_layers(g, opts.blocks)
-        model = model_with_weights(spec, run.ema, "EMA weights", ctx.device)
+        model = checkpoint.model_with_weights(spec, run.ema, "EMA weights", ctx.device)
         frozen = Frozen(model, trainable)
         notes = congruence_warnings(int(info_["resolution"]), [opts.resolution], info(g)["downsampling_layers"])
         t, val_set = _trainer(opts, ctx, run, info_, recipe, model, notes)

@@ -62,7 +62,7 @@ class Reporter:
         if not self.enabled:
             return self
         path = self.run_dir / "metrics.csv"
-        if first_step and path.exists():
+        if path.exists():
             _forget_after(path, self.phase, first_step)  # a resumed run logs those steps again
         new = not path.exists()
         self._csv_file = open(path, "a", newline="")  # noqa: SIM115 - open until close(), across the run
@@ -177,7 +177,7 @@ class Reporter:
 
 def _forget_after(path: Path, phase: str, step: int) -> None:
     with open(path, newline="") as f:
-        rows = [r for r in csv.DictReader(f) if not (r["phase"].startswith(phase) and int(r["step"]) > step)]
+        rows = [r for r in csv.DictReader(f) if not (r.get("phase", "").startswith(phase) and _after(r, step))]
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()
@@ -187,3 +187,11 @@ def _forget_after(path: Path, phase: str, step: int) -> None:
 def _clock(seconds: float) -> str:
     seconds = int(max(seconds, 0))
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def _after(row: dict[str, Any], step: int) -> bool:
+    """Whether a logged row is past `step` (a row that says no step is dropped with them)."""
+    try:
+        return int(row.get("step") or "") > step
+    except ValueError:
+        return True

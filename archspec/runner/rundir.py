@@ -13,7 +13,11 @@ finetuned-rR.pt  after `archspec finetune --resolution R`: one per resolution (f
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -51,6 +55,9 @@ class RunInfo:
     error: Optional[str] = None
 
 
+LOCK_HELD = "ARCHSPEC_RUN_LOCK"  # set by a launcher for the processes it starts: the run dir it holds
+
+
 class RunDir:
     """The files of one run."""
 
@@ -66,6 +73,36 @@ class RunDir:
 
     def __str__(self) -> str:
         return str(self.path)
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """This process as the run directory's one writer, for as long as it runs: an OS lock on
+        DIR/.lock, which the kernel releases when the process ends however it ends. Processes a
+        launcher started write under their launcher's lock."""
+        if os.environ.get(LOCK_HELD) == str(self.path.resolve()):
+            yield
+            return
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise SpecError(f"{self.path}: cannot write ({exc.strerror or exc})", parameter="out") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise SpecError(
+                f"{self.path} is being written by another archspec process (pid {holder}): wait for it "
+                "to end, or choose another --out",
+                parameter="out",
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        try:
+            yield
+        finally:
+            os.close(fd)  # releases the lock
 
     def finetuned(self, resolution: int) -> Path:
         return self.path / f"finetuned-r{resolution}.pt"

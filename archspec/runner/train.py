@@ -11,6 +11,7 @@ scheduler, EMA, RNG and the step (the data order is a function of the step).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 from dataclasses import dataclass, replace
@@ -22,6 +23,7 @@ from torch import nn
 
 from ..api import as_resolved, build_model
 from ..errors import Diverged, Interrupted, SpecError
+from ..report import resolved_document
 from ..resolution import congruence_warnings
 from ..spec import ModelSpec, load_spec
 from . import checkpoint
@@ -52,25 +54,51 @@ def run(opts: TrainOptions, nproc: int = 1) -> Optional[dict[str, Any]]:
 
         run_ipu(opts)
         return None
+    check_length(opts.epochs, opts.max_steps)
+    check_seed(opts.seed)
     processes = opts.stages if opts.backend == "torch-pipeline" else nproc
     if processes > 1 and not under_launcher():
-        # the run directory is checked here, once, rather than by every launched process
-        if opts.resume:
-            RunDir(opts.out).require("out")
-        else:
-            RunDir(opts.out).create()
-        launch("train", opts.as_dict(), processes)
-        return RunDir(opts.out).info("out").summary
+        run_dir = RunDir(opts.out)
+        with run_dir.writing():  # the launcher holds the directory for its processes
+            # checked here, once, rather than by every launched process
+            if opts.resume:
+                run_dir.require("out")
+            else:
+                run_dir.create()
+            launch("train", opts.as_dict(), processes, run_dir.path)
+        return run_dir.info("out").summary
     return train(opts)
+
+
+MAX_EPOCHS, MAX_STEPS, MAX_SEED = 100_000, 10**9, 2**63 - 1
+
+
+def check_length(epochs: Optional[float], max_steps: Optional[int]) -> None:
+    """A run's length, refused before any work when it cannot mean a run."""
+    if epochs is not None and not (math.isfinite(epochs) and 0 < epochs <= MAX_EPOCHS):
+        raise SpecError(
+            f"must be a number of epochs above 0 and at most {MAX_EPOCHS:,}, got {epochs}", parameter="epochs"
+        )
+    if max_steps is not None and not 1 <= max_steps <= MAX_STEPS:
+        raise SpecError(f"must be from 1 to {MAX_STEPS:,}, got {max_steps}", parameter="max_steps")
+
+
+def check_seed(seed: int) -> None:
+    if not 0 <= seed <= MAX_SEED:
+        raise SpecError(f"must be from 0 to 2^63 - 1, got {seed}", parameter="seed")
 
 
 def train(opts: TrainOptions) -> dict[str, Any]:
     """Train in this process (one of several under a launcher); the summary."""
-    with session(opts.device) as ctx:
+    check_length(opts.epochs, opts.max_steps)
+    check_seed(opts.seed)
+    with session(opts.device) as ctx, RunDir(opts.out).writing() if ctx.main else contextlib.nullcontext():
         setup = _setup(opts, ctx)
         t = _trainer(setup, ctx)
-        if setup.resumed:
+        if setup.resumed and setup.run.checkpoint.exists():
             _restore(t, setup)
+        elif setup.resumed:
+            setup.notes.append(f"{setup.run} had no checkpoint yet: the run starts over, in place")
         with t.reporter.start(t.step):
             for note in setup.notes:
                 t.reporter.message(f"warning: {note}")
@@ -117,8 +145,6 @@ def _setup(opts: TrainOptions, ctx: Context) -> Setup:
         run.create()
     barrier(ctx)
     opts, spec, recipe = _inputs(opts, run)
-    if opts.max_steps is not None and opts.max_steps < 1:
-        raise SpecError(f"must be at least 1, got {opts.max_steps}", parameter="max_steps")
     resolution = as_resolved(spec).resolution.pick(opts.resolution)
     train_set, val_set, classes = open_splits(opts.data, recipe.synthetic, opts.seed)
     spec, notes = with_classes(spec, classes)
@@ -162,6 +188,7 @@ def _inputs(opts: TrainOptions, run: RunDir) -> tuple[TrainOptions, ModelSpec, R
             parameter="resume",
         )
     kept = TrainOptions.from_dict(stored["options"])
+    _check_same_network(opts.spec, run)
     kept = replace(
         kept,
         out=Path(opts.out),
@@ -173,6 +200,23 @@ def _inputs(opts: TrainOptions, run: RunDir) -> tuple[TrainOptions, ModelSpec, R
     )
     recipe = load_recipe(run.recipe, {"epochs": kept.epochs} if opts.epochs is not None else None)
     return kept, load_spec(run.spec), recipe
+
+
+def _check_same_network(given: str, run: RunDir) -> None:
+    """--resume continues the run's own spec: a SPEC of another network is refused, not ignored."""
+    stored = load_spec(run.spec)
+    mine = load_spec(given).model_copy(update={"num_classes": stored.num_classes})  # the data decided those
+
+    def network(spec: ModelSpec) -> dict[str, Any]:
+        document = resolved_document(as_resolved(spec))
+        return {k: v for k, v in document.items() if k not in ("name", "description", "sources")}
+
+    if network(mine) != network(stored):
+        raise SpecError(
+            f"{given} is not the network {run} trains ({run.spec}): resume with that spec, or "
+            "train this one into another --out",
+            parameter="spec",
+        )
 
 
 def _sampler(opts: TrainOptions, recipe: Recipe, length: int, ctx: Context) -> GlobalBatches:
@@ -295,12 +339,14 @@ def _restore(t: Trainer, s: Setup) -> None:
             f"{t.ctx.world} processes",
             parameter="resume",
         )
-    t.model.load_state_dict(state["model"])
-    t.ema.module.load_state_dict(state["ema"])
+    checkpoint.load_weights(t.model, state["model"], s.run.checkpoint)
+    checkpoint.load_weights(t.ema.module, state["ema"], s.run.checkpoint)
     t.optimizer.load_state_dict(state["optimizer"][shard])
     t.scheduler.load_state_dict(state["scheduler"])
     _set_rng_state(state["rng"][shard])
     t.step = int(state["step"])
+    if t.ctx.main:  # a kill between the two writes of a save left ema.pt a save behind: repaired
+        checkpoint.save(s.run.ema, {"step": t.step, "model": state["ema"]})
 
 
 def _evaluation_model(t: Trainer, s: Setup, module: nn.Module) -> Optional[nn.Module]:

@@ -2,10 +2,35 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Union
 
 FieldPath = tuple[Union[str, int], ...]
+
+MAX_LINE = 500  # characters of any one error line, however long the values it quotes
+# what must not reach a terminal raw: control characters (a newline would make two lines), lone
+# surrogates (unencodable), and the invisible or direction-changing format characters
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ud800-\udfff]")
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(char: re.Match[str]) -> str:
+    c = char.group()
+    return _ESCAPES.get(c) or (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
+
+
+def one_line(text: str, limit: int = MAX_LINE) -> str:
+    """`text` as one printable line of at most `limit` characters: unsafe characters escaped, and
+    a long text cut in the middle, so that both its start and its end (often the hint) survive."""
+    if len(text) <= limit:
+        escaped = _UNSAFE.sub(_escape, text)
+        if len(escaped) <= limit:
+            return escaped
+    keep = max(limit - 5, 3)
+    head = _UNSAFE.sub(_escape, text[:keep])[: keep - keep // 3]  # escaping only lengthens: cut after
+    tail = _UNSAFE.sub(_escape, text[-keep:])
+    return f"{head} ... {tail[len(tail) - (keep - len(head)) :]}"
 
 
 def format_path(path: FieldPath) -> str:
@@ -65,14 +90,16 @@ class SpecError(Exception):
         return self
 
     def line(self) -> str:
+        """The one line users see: escaped and bounded here, whatever the file name, field or
+        message quote (a key holding a newline, a megabyte-long name)."""
         parts = []
         if self.location is not None:
-            parts.append(str(self.location))
+            parts.append(one_line(str(self.location), 200))
         elif self.file:
-            parts.append(self.file)
+            parts.append(one_line(self.file, 200))
         if self.field:
-            parts.append(self.field)
-        parts.append(self.message)
+            parts.append(one_line(self.field, 120))
+        parts.append(one_line(self.message, MAX_LINE - sum(len(p) + 2 for p in parts)))
         return ": ".join(parts)
 
 

@@ -22,7 +22,7 @@ from .atomic import check_writable, write_files
 from .cost import Cost, totals
 from .errors import SpecError
 from .graph import Resolution, build_graph, info, layers, lower_block, node
-from .limits import MAX_EXPANSION, MIN_EXPANSION, check_resolution
+from .limits import MAX_EXPANSION, MAX_MATCH_WORK, MIN_EXPANSION, check_resolution
 from .resolve import BlockLayer, ResolvedSpec, expanded_channels, mid_divisor, resolve
 from .spec import ModelSpec, derived_spec_yaml, load_spec
 
@@ -115,6 +115,17 @@ def _jump_points(spec: ModelSpec, res: ResolvedSpec, lo: float, hi: float) -> li
     return sorted(p for p in points if lo <= p <= hi)
 
 
+def _architectures_bound(spec: ModelSpec, res: ResolvedSpec, lo: float, hi: float, integer: bool) -> int:
+    """How many values of E `expansion_candidates` tries (each a possibly new architecture), counted
+    from the jump points' arithmetic before any of them is listed."""
+    if integer:
+        return max(math.floor(hi) - math.ceil(lo) + 1, 0)
+    count = 2
+    for c, d in {(b.in_channels, mid_divisor(spec, b.stage)) for b, e in zip(res.blocks, _expandable(spec, res)) if e}:
+        count += 2 * (math.ceil((hi * c + d / 2) / d) - math.floor((lo * c + d / 2) / d) + 1)
+    return 2 * count  # the points and the intervals between them
+
+
 def _signature(spec: ModelSpec, res: ResolvedSpec, e: float) -> tuple[tuple[int, bool], ...]:
     """What distinguishes architectures of different E: each block's mid channels, and whether
     it has an expansion conv at all (E = 1 drops it)."""
@@ -156,6 +167,16 @@ def expansion_candidates(
             "every stage has expansion 1, so the expansion ratio changes nothing",
             field="stages",
             file=spec.source.root_file,
+        )
+    tries = _architectures_bound(spec, base, lo, hi, integer)
+    if tries * len(base.blocks) > MAX_MATCH_WORK:
+        d = spec.channel_divisor
+        fine = f" (channel_divisor {d} makes nearly every E its own)" if d < 8 else ""
+        raise SpecError(
+            f"E in [{lo:g}, {hi:g}] spans up to {tries:,} architectures of {len(base.blocks)} blocks{fine}, more "
+            f"than one match costs ({MAX_MATCH_WORK:,} blocks in all): narrow the range of expansion ratios, or "
+            "match integer ratios only",
+            parameter="lo",
         )
     if integer:
         values = [(float(e), float(e), float(e)) for e in range(math.ceil(lo), math.floor(hi) + 1)]
@@ -287,9 +308,12 @@ def closer_rules(
         other,
     ]
     for rules in tries:
-        match = match_expansion(
-            spec.model_copy(update=rules), goal, metric, lo, hi, integer=integer, resolution=resolution
-        )
+        try:
+            match = match_expansion(
+                spec.model_copy(update=rules), goal, metric, lo, hi, integer=integer, resolution=resolution
+            )
+        except SpecError:  # out of reach, or too many architectures to cost, under these rules
+            continue
         if abs(match.error(match.chosen)) <= CLOSE_ENOUGH:
             return {
                 "rules": rules,

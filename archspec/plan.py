@@ -2,9 +2,12 @@
 
 The plan minimizes the largest stage's time estimate subject to every stage fitting its device's
 memory, optimally, by dynamic programming over block boundaries (units: the stem, each block,
-the head). What a stage costs, per micro-batch of M images, under pipelined training as the paper
-ran it (each forward stage recomputed before its backward pass, fp16 arithmetic, fp32 optimizer
-state):
+the head). Costs of a run of units come from prefix sums, and the DP's best split point is found
+by a forward-moving search where time and memory are monotone (they are for the IR's chain of
+units), so that a 1,024-block network plans in about a second.
+
+What a stage costs, per micro-batch of M images, under pipelined training as the paper ran it
+(each forward stage recomputed before its backward pass, fp16 arithmetic, fp32 optimizer state):
 
 - time: (3 + recompute) passes x (2 x MACs x M / peak FLOP/s + bytes moved / bandwidth), bytes moved
   being the stage's weights and its layers' activations;
@@ -19,8 +22,8 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
 import networkx as nx
@@ -28,6 +31,7 @@ import networkx as nx
 from .cost import by
 from .errors import SpecError
 from .graph import layers
+from .limits import MAX_STAGES
 
 IPU_SRAM_BYTES = 900 * 10**6  # per Graphcore MK2 IPU (paper section 3.4)
 
@@ -96,25 +100,28 @@ class Costing:
             raise SpecError(f"must be at least 1, got {self.micro_batch}", parameter="micro_batch")
 
     def time(self, us: list[Unit]) -> float:
+        return self.time_of(sum(u.macs for u in us), sum(u.params for u in us), sum(u.activations for u in us))
+
+    def time_of(self, macs: int, params: int, activations: int) -> float:
+        """The time of a stage whose units sum to these counts (the one formula: the plan's DP
+        computes exactly the floats that `time` does)."""
         passes = 3 + self.recompute
         p = self.precision
-        compute = 2 * sum(u.macs for u in us) * self.micro_batch / self.device.flops
-        moved = (
-            sum(u.params for u in us) * p.weight_bytes
-            + sum(u.activations for u in us) * self.micro_batch * p.activation_bytes
-        )
+        compute = 2 * macs * self.micro_batch / self.device.flops
+        moved = params * p.weight_bytes + activations * self.micro_batch * p.activation_bytes
         return passes * (compute + moved / self.device.bandwidth)
 
     def memory(self, us: list[Unit], index: int, stages: int) -> int:
-        p, m = self.precision, self.micro_batch
-        weights = sum(u.params for u in us) * (p.weight_bytes + p.state_bytes)
-        in_flight = stages - index
         if self.recompute:
             stashed = us[0].input + sum(u.output for u in us)
             working = max(u.activations for u in us)
         else:
             stashed, working = sum(u.activations for u in us), 0
-        return weights + (in_flight * stashed + working) * m * p.activation_bytes
+        return self.memory_of(sum(u.params for u in us), stashed, working, stages - index)
+
+    def memory_of(self, params: int, stashed: int, working: int, in_flight: int) -> int:
+        p, m = self.precision, self.micro_batch
+        return params * (p.weight_bytes + p.state_bytes) + (in_flight * stashed + working) * m * p.activation_bytes
 
 
 def costing(
@@ -202,44 +209,152 @@ def _stage(us: list[Unit], index: int, stages: int, costing: Costing) -> Stage:
     )
 
 
+class _Runs:
+    """Time and memory of any run of units us[i:j] in O(1): prefix sums, and a sparse table for
+    the largest activations."""
+
+    def __init__(self, us: list[Unit], costing: Costing) -> None:
+        self.n, self.costing = len(us), costing
+        self.macs = [0, *itertools.accumulate(u.macs for u in us)]
+        self.params = [0, *itertools.accumulate(u.params for u in us)]
+        self.acts = [0, *itertools.accumulate(u.activations for u in us)]
+        self.outs = [0, *itertools.accumulate(u.output for u in us)]
+        self.inputs = [u.input for u in us]
+        self.peak = [[u.activations for u in us]]  # peak[p][i]: max over us[i : i + 2**p]
+        while 2 ** len(self.peak) <= self.n:
+            row, half = self.peak[-1], 2 ** (len(self.peak) - 1)
+            self.peak.append([max(row[i], row[i + half]) for i in range(len(row) - half)])
+        # time and memory shrink when a run loses a unit at either end, so the DP may search for its
+        # splits; for memory that needs a unit's input to be no more than what the previous unit
+        # held (in the IR each unit's input is the previous unit's output)
+        self.monotone = not costing.recompute or all(b.input <= a.input + a.output for a, b in itertools.pairwise(us))
+
+    def time(self, i: int, j: int) -> float:
+        return self.costing.time_of(
+            self.macs[j] - self.macs[i], self.params[j] - self.params[i], self.acts[j] - self.acts[i]
+        )
+
+    def memory(self, i: int, j: int, in_flight: int) -> int:
+        params = self.params[j] - self.params[i]
+        if not self.costing.recompute:
+            return self.costing.memory_of(params, self.acts[j] - self.acts[i], 0, in_flight)
+        p = (j - i).bit_length() - 1
+        working = max(self.peak[p][i], self.peak[p][j - 2**p])
+        return self.costing.memory_of(params, self.inputs[i] + self.outs[j] - self.outs[i], working, in_flight)
+
+
+def _first(lo: int, hi: int, holds: Callable[[int], bool]) -> int:
+    """The least i in [lo, hi) for which `holds` (false, then true) is true; hi if none."""
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if holds(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def _searched_level(r: _Runs, prev: list[float], k: int, stages: int, budget: int) -> tuple[list[float], list[int]]:
+    """best(k, j) for every j from best(k-1, .), by search (r.monotone): best(k-1, i) does not
+    decrease with i, the last stage's time does not increase with i and it fits from some i on, so
+    the least max(best(k-1, i), time(i, j)) sits where the two cross, and the least i reaching it
+    is found by bisection. Returns the values and, for each j, that i."""
+    n, in_flight = r.n, stages - (k - 1)
+    best, start = [math.inf] * (n + 1), [-1] * (n + 1)
+    lo = cross = k - 1
+    for j in [n] if k == stages else range(k, n - (stages - k) + 1):
+        # both pointers only move forward as j grows: the stage fits from lo on, and
+        # best(k-1, i) >= time(i, j) from cross on
+        while lo < j and r.memory(lo, j, in_flight) > budget:
+            lo += 1
+        cross = max(cross, lo)
+        while cross < j and prev[cross] < r.time(cross, j):
+            cross += 1
+        if lo == j:
+            continue
+        value = min(max(prev[i], r.time(i, j)) for i in (cross - 1, cross) if lo <= i < j)
+        if value == math.inf:
+            continue
+        best[j] = value
+        start[j] = _first(lo, j, lambda i: r.time(i, j) <= value)  # noqa: B023 - used right here
+    return best, start
+
+
+def _direct_level(r: _Runs, prev: list[float], k: int, stages: int, budget: int) -> tuple[list[float], list[int]]:
+    """best(k, j) for every j, trying every split (for units whose costs are not monotone)."""
+    n, in_flight = r.n, stages - (k - 1)
+    best, start = [math.inf] * (n + 1), [-1] * (n + 1)
+    for j in [n] if k == stages else range(k, n - (stages - k) + 1):
+        for i in range(k - 1, j):
+            if prev[i] < best[j] and r.memory(i, j, in_flight) <= budget:
+                value = max(prev[i], r.time(i, j))
+                if value < best[j]:
+                    best[j], start[j] = value, i
+    return best, start
+
+
 def optimal_cuts(us: list[Unit], stages: int, costing: Costing) -> list[int] | None:
     """Cut points minimizing the largest stage time with every stage fitting; None if none fits.
 
     best(k, j): the least possible bottleneck of units[:j] split into k stages; a stage's memory
-    depends on its index (micro-batches in flight), which the recursion knows.
+    depends on its index (micro-batches in flight), which the recursion knows. Of equally good
+    splits the one whose last stage starts earliest is taken, level by level.
     """
-    n = len(us)
-    budget = costing.device.memory_bytes
+    r, budget = _Runs(us, costing), costing.device.memory_bytes
+    n = r.n
+    if not 1 <= stages <= n:
+        return None
+    best = [math.inf] * (n + 1)
+    for j in range(1, n - stages + 2):
+        if r.memory(0, j, stages) <= budget:
+            best[j] = r.time(0, j)
+    level = _searched_level if r.monotone else _direct_level
+    starts = []
+    for k in range(2, stages + 1):
+        best, start = level(r, best, k, stages, budget)
+        starts.append(start)
+    if best[n] == math.inf:
+        return None
+    cuts, j = [], n
+    for start in reversed(starts):
+        j = start[j]
+        cuts.append(j)
+    return cuts[::-1]
 
-    @cache
-    def best(k: int, j: int) -> tuple[float, tuple[int, ...]] | None:
-        if k == 1:
-            if costing.memory(us[:j], 0, stages) > budget:
-                return None
-            return costing.time(us[:j]), ()
-        found: tuple[float, tuple[int, ...]] | None = None
-        for i in range(k - 1, j):  # the last stage is units[i:j]; k-1 stages hold units[:i]
-            if costing.memory(us[i:j], k - 1, stages) > budget:
-                continue
-            head = best(k - 1, i)
-            if head is None:
-                continue
-            value = max(head[0], costing.time(us[i:j]))
-            if found is None or value < found[0]:
-                found = (value, (*head[1], i))
-        return found
 
-    result = best(stages, n)
-    return None if result is None else list(result[1])
+def fits(us: list[Unit], stages: int, costing: Costing) -> bool:
+    """Whether some split into `stages` stages fits memory, without finding the best one.
+
+    Where memory is monotone, the prefixes that k stages can hold are units[:j] for j up to some
+    reach R_k (fewer units never hurt: a stage can always be cut further, later stages holding
+    fewer micro-batches), and R_k is how far the last stage reaches from the latest start, at most
+    R_{k-1}, from which one unit alone fits.
+    """
+    r, budget = _Runs(us, costing), costing.device.memory_bytes
+    n = r.n
+    if not 1 <= stages <= n:
+        return False
+    if not r.monotone:
+        return optimal_cuts(us, stages, costing) is not None
+    reach = 0
+    for k in range(1, stages + 1):
+        in_flight = stages - (k - 1)
+        i = reach
+        while i >= k - 1 and r.memory(i, i + 1, in_flight) > budget:
+            i -= 1
+        if i < k - 1:
+            return False
+        end = _first(i + 1, n + 1, lambda j: r.memory(i, j, in_flight) > budget)  # noqa: B023 - used right here
+        reach = min(end - 1, n - (stages - k))
+    return reach == n
 
 
 def plan_pipeline(g: nx.DiGraph[str], stages: int, costing: Costing) -> Plan:
     """The optimal plan, or a SpecError saying what would fit."""
     us = plan_units(g)
-    if not 1 <= stages <= len(us):
-        raise SpecError(
-            f"must be from 1 to {len(us)} (the network has {len(us)} blocks to place), got {stages}", parameter="stages"
-        )
+    if not 1 <= stages <= min(len(us), MAX_STAGES):
+        why = f"the network has {len(us)} blocks to place" if len(us) <= MAX_STAGES else "pipeline stages"
+        raise SpecError(f"must be from 1 to {min(len(us), MAX_STAGES)} ({why}), got {stages}", parameter="stages")
     cuts = optimal_cuts(us, stages, costing)
     if cuts is None:
         raise SpecError(_nothing_fits(us, stages, costing), parameter="memory_mb")
@@ -270,19 +385,19 @@ def _plan(us: list[Unit], cuts: list[int], costing: Costing) -> Plan:
 def _nothing_fits(us: list[Unit], stages: int, costing: Costing) -> str:
     budget_mb = costing.device.memory_bytes / 1e6
     hints = []
-    more = next((k for k in range(stages + 1, min(len(us), stages + 16) + 1) if optimal_cuts(us, k, costing)), None)
+    more = next((k for k in range(stages + 1, min(len(us), stages + 16, MAX_STAGES) + 1) if fits(us, k, costing)), None)
     if more:
         hints.append(f"{more} stages")
     m = costing.micro_batch // 2
     while m >= 1:
         smaller = Costing(m, costing.device, costing.precision, costing.recompute)
-        if optimal_cuts(us, stages, smaller) is not None:
+        if fits(us, stages, smaller):
             hints.append(f"micro-batch {m}")
             break
         m //= 2
     if not costing.recompute:
         with_recompute = Costing(costing.micro_batch, costing.device, costing.precision, True)
-        if optimal_cuts(us, stages, with_recompute) is not None:
+        if fits(us, stages, with_recompute):
             hints.append("recomputation")
     weights = max(u.params for u in us) * (costing.precision.weight_bytes + costing.precision.state_bytes) / 1e6
     what = (

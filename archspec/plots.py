@@ -92,5 +92,5 @@ def _sweep_figure(result: Sweep, path: Path) -> None:
         f"group_rounding {result.group_rounding}, mid_channel_rounding {result.mid_channel_rounding}"
     )
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, format="png")  # what --plot promises, whatever the file's name says
     plt.close(fig)

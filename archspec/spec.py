@@ -3,20 +3,37 @@
 `load_spec` is the only way in. Every error it raises is a `SpecError` that names the file, the
 line and column, and the field path, e.g.
 `specs/x.yaml:4:13: stages[2].stride: must be 1 or 2, got 3`.
+
+Spec loading reads only spec files. A spec named directly (a path given to `load_spec`, a SPEC
+argument, or the `base:` of a mapping given to `load_spec`) is read wherever it is; every `base:`
+written in a spec file is a .yaml/.yml file that must lie, once its symbolic links are resolved,
+under one of the allowed roots: the top spec file's own directory tree, the directories of
+ARCHSPEC_SPEC_ROOTS (`--spec-root DIR` adds to it), and those given as `load_spec(roots=...)`.
+Presets are always allowed. A shared spec can thus never read, or quote in an error, a file that
+is not a spec of the same tree.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 from pydantic import Field, PrivateAttr, field_validator
 
 from .errors import FieldPath, Location, SpecError
-from .limits import MAX_EXPANSION, MAX_GROUP_SIZE, MAX_RESOLUTION, MIN_EXPANSION, MIN_RESOLUTION
+from .limits import (
+    MAX_EXPANSION,
+    MAX_GROUP_SIZE,
+    MAX_RESOLUTION,
+    MIN_EXPANSION,
+    MIN_RESOLUTION,
+    checked_path,
+    path_problem,
+)
 from .presets import PRESET_NAMES, preset
 from .validation import SourceMap, Strict, did_you_mean, validate
 from .yaml_source import Document, dump_yaml, read_yaml_file
@@ -25,6 +42,8 @@ NormType = Literal["bn", "gn", "ln", "gn+pn", "ln+pn"]
 ActivationName = Literal["silu", "relu", "gelu"]
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,79}$"
 MAX_BASE_CHAIN = 16
+SPEC_ROOTS_VARIABLE = "ARCHSPEC_SPEC_ROOTS"  # directories, separated by os.pathsep
+SPEC_SUFFIXES = (".yaml", ".yml")
 
 
 def _odd_kernel(value: int) -> int:
@@ -217,17 +236,75 @@ def norm_fields(norm_type: str) -> tuple[str, ...]:
     return ("type", *own, *(("pn_eps",) if norm_type.endswith("+pn") else ()))
 
 
-def _load_chain(doc: Document, here: Path, chain: tuple[Path, ...]) -> tuple[dict[str, Any], SourceMap]:
-    """Resolve `doc`'s base chain; returns the merged mapping and its source map."""
+def spec_roots(extra: Iterable[str | os.PathLike[str]] = ()) -> tuple[Path, ...]:
+    """The directories (resolved) of ARCHSPEC_SPEC_ROOTS and `extra`, whose trees `base:` may read
+    besides the top spec's own. Entries that are not usable paths are left out."""
+    named = [*os.environ.get(SPEC_ROOTS_VARIABLE, "").split(os.pathsep), *(os.fspath(e) for e in extra)]
+    out = []
+    for entry in filter(None, named):
+        try:
+            out.append(checked_path(entry).resolve())
+        except SpecError:
+            continue
+    return tuple(out)
+
+
+@contextmanager
+def more_spec_roots(directories: Iterable[str | os.PathLike[str]], parameter: str = "spec_root") -> Iterator[None]:
+    """ARCHSPEC_SPEC_ROOTS with `directories` added, for the `with` block: in the environment, so
+    that the processes this one starts (a training run's workers) read specs by the same rule."""
+    added = []
+    for d in directories:
+        path = checked_path(d, parameter=parameter)
+        if not path.is_dir():
+            raise SpecError(f"{d}: not a directory", parameter=parameter)
+        added.append(str(path.resolve()))
+    before = os.environ.get(SPEC_ROOTS_VARIABLE)
+    if added:
+        os.environ[SPEC_ROOTS_VARIABLE] = os.pathsep.join([*filter(None, [before]), *added])
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(SPEC_ROOTS_VARIABLE, None)
+        else:
+            os.environ[SPEC_ROOTS_VARIABLE] = before
+
+
+def _under_roots(path: Path, roots: tuple[Path, ...]) -> bool:
+    return any(path == r or path.is_relative_to(r) for r in roots)
+
+
+def base_file(name: str, here: Path, roots: tuple[Path, ...] | None, at: dict[str, Any]) -> Path:
+    """The file `base: name` (written in a spec in `here`) names, resolved, if it may be read: a
+    .yaml file under the roots (`roots` None: a base named by the caller, read wherever it is)."""
+    if not name.lower().endswith(SPEC_SUFFIXES):
+        raise SpecError(f"a base spec is a preset or a .yaml file, got {name[:60]!r}", **at)
+    path = checked_path(here / name, **at).resolve()
+    if roots is not None and not (_under_roots(path, roots) and path.name.lower().endswith(SPEC_SUFFIXES)):
+        shown = ", ".join(str(r) for r in roots[:3]) + (", ..." if len(roots) > 3 else "")
+        raise SpecError(
+            f"base spec {name[:80]!r} lies outside the directories specs may be read from ({shown}); "
+            f"to allow it, name its directory with --spec-root DIR or in {SPEC_ROOTS_VARIABLE}",
+            **at,
+        )
+    return path
+
+
+def _load_chain(
+    doc: Document, here: Path, chain: tuple[Path, ...], roots: tuple[Path, ...] | None, extra: tuple[Path, ...] = ()
+) -> tuple[dict[str, Any], SourceMap]:
+    """Resolve `doc`'s base chain; returns the merged mapping and its source map. `roots`: where
+    its `base:` may lie (None: anywhere, for a mapping given by the caller, whose base file's
+    directory with `extra` then becomes the roots)."""
     doc = _expand_shorthands(doc)
     base_name = doc.data.get("base")
     if base_name is None:
         return doc.data, SourceMap(doc.file, dict(doc.value_at), dict(doc.key_at), (doc.file,))
     where = doc.value_at.get(("base",))
+    at: dict[str, Any] = {"field": "base", "location": where, "file": doc.file}
     if not isinstance(base_name, str) or not base_name:
-        raise SpecError(
-            f"must be a preset name or a path to a spec, got {base_name!r}", field="base", location=where, file=doc.file
-        )
+        raise SpecError(f"must be a preset name or a path to a spec, got {base_name!r}", **at)
     replaced: list[FieldPath] = []
     if base_name in PRESET_NAMES:
         base_data = {k: v for k, v in preset(base_name).items() if k != "name"}  # never inherit a name
@@ -237,25 +314,20 @@ def _load_chain(doc: Document, here: Path, chain: tuple[Path, ...]) -> tuple[dic
         raise SpecError(
             f"unknown preset {base_name!r}{did_you_mean(base_name, list(PRESET_NAMES))}; "
             f"presets are {', '.join(PRESET_NAMES)}, or give a path ending in .yaml",
-            field="base",
-            location=where,
-            file=doc.file,
+            **at,
         )
-    base_path = (here / base_name).resolve()
+    base_path = base_file(base_name, here, roots, at)
     if base_path in chain:
         cycle = " -> ".join(_display(p) for p in (*chain, base_path))
-        raise SpecError(f"cyclic base: {cycle}", field="base", location=where, file=doc.file)
+        raise SpecError(f"cyclic base: {cycle}", **at)
     if len(chain) >= MAX_BASE_CHAIN:
-        raise SpecError(f"more than {MAX_BASE_CHAIN} levels of base specs", field="base", location=where, file=doc.file)
+        raise SpecError(f"more than {MAX_BASE_CHAIN} levels of base specs", **at)
     if not base_path.is_file():
-        raise SpecError(
-            f"base spec {base_name!r} not found (looked for {_display(base_path)})",
-            field="base",
-            location=where,
-            file=doc.file,
-        )
+        what = "is not a regular file" if base_path.exists() else "not found"
+        raise SpecError(f"base spec {base_name!r} {what} (looked for {_display(base_path)})", **at)
     base_doc = read_yaml_file(base_path, _display(base_path))
-    base_data, base_source = _load_chain(base_doc, base_path.parent, (*chain, base_path))
+    roots = roots if roots is not None else (base_path.parent, *extra)
+    base_data, base_source = _load_chain(base_doc, base_path.parent, (*chain, base_path), roots)
     base_data = dict(base_data)
     base_data.pop("name", None)  # a derived spec never silently carries its parent's name
     merged = _merge(base_data, doc.data, (), replaced)
@@ -273,29 +345,36 @@ def _default_name(file: Path) -> str:
     return cleaned or "model"
 
 
-def load_spec(source: Union[str, Path, Mapping[str, Any], ModelSpec]) -> ModelSpec:
+def load_spec(
+    source: Union[str, Path, Mapping[str, Any], ModelSpec], *, roots: Iterable[str | os.PathLike[str]] = ()
+) -> ModelSpec:
     """Load a spec from a YAML path, a preset name, a mapping, or pass a ModelSpec through.
 
-    Raises `SpecError` (one line: file:line:col: field: message) for any bad input.
+    `roots`: directories whose spec files a `base:` may name, besides the top spec's own tree and
+    ARCHSPEC_SPEC_ROOTS. Raises `SpecError` (one line: file:line:col: field: message) for any bad
+    input.
     """
     if isinstance(source, ModelSpec):
         return source
+    extra = spec_roots(roots)
     if isinstance(source, Mapping):
         doc = Document(dict(source), "<dict>")
-        data, sources = _load_chain(doc, Path.cwd(), ())
+        data, sources = _load_chain(doc, Path.cwd(), (), None, extra)
         return _validated(data, sources)
-    if isinstance(source, str) and source in PRESET_NAMES and not Path(source).exists():
-        return _validated(preset(source), SourceMap(root_file=source, chain=(source,)))
-    path = Path(source)
     shown = str(source)
-    if isinstance(source, str) and not path.exists() and not _looks_like_path(source):
+    exists = path_problem(source) is None and Path(source).exists()
+    if isinstance(source, str) and source in PRESET_NAMES and not exists:
+        return _validated(preset(source), SourceMap(root_file=source, chain=(source,)))
+    if isinstance(source, str) and not exists and not _looks_like_path(source):
         raise SpecError(
             f"unknown preset {source!r}{did_you_mean(source, list(PRESET_NAMES))} and no such file; "
             f"presets are {', '.join(PRESET_NAMES)}",
             file=shown,
         )
+    path = checked_path(source, file=shown)
     doc = read_yaml_file(path, shown)
-    data, sources = _load_chain(doc, path.resolve().parent, (path.resolve(),))
+    top = path.resolve()
+    data, sources = _load_chain(doc, top.parent, (top,), (top.parent, *extra))
     if "name" not in doc.data:
         data = {**data, "name": _default_name(path)}
     return _validated(data, sources)

@@ -9,7 +9,7 @@ from typing import Any, Optional
 from . import cost
 from .errors import SpecError
 from .graph import build_graph
-from .limits import MAX_EXPANSION, MAX_GROUP_SIZE, MIN_EXPANSION
+from .limits import MAX_EXPANSION, MAX_GROUP_SIZE, MAX_SWEEP_WORK, MIN_EXPANSION
 from .match import with_expansion
 from .paper import TABLE_2
 from .presets import PRESET_NAMES, preset
@@ -135,6 +135,14 @@ def sweep_report(
     given = {"group_rounding": group_rounding, "mid_channel_rounding": mid_channel_rounding}
     overridden = {k: v for k, v in given.items() if v is not None}
     spec = spec.model_copy(update=overridden)
-    pixels = resolve(spec).resolution.pick(resolution)
+    res = resolve(spec)
+    if len(configs) * len(res.blocks) > MAX_SWEEP_WORK:  # each row lowers the whole network
+        raise SpecError(
+            f"{len(configs)} rows of {len(res.blocks)} blocks each are more than one sweep costs "
+            f"({MAX_SWEEP_WORK:,} blocks in all): give fewer group sizes or expansion ratios"
+            + (", or pair them instead of the grid" if grid else ""),
+            parameter="grid" if grid else "group_sizes",
+        )
+    pixels = res.resolution.pick(resolution)
     rows = sweep(spec, configs, pixels, batch_size)
     return Sweep(spec.name, pixels, batch_size, spec.group_rounding, spec.mid_channel_rounding, tuple(overridden), rows)

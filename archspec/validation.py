@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic_core import ErrorDetails
 
 from .errors import FieldPath, Location, SpecError, format_path
+from .limits import MAX_ERRORS_LISTED
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -126,27 +127,40 @@ def validate(model: type[M], data: dict[str, Any], source: SourceMap) -> M:
     try:
         instance = model.model_validate(data)
     except ValidationError as exc:
-        errors = []
+        found = []
         for err in exc.errors(include_url=False):
             # drop pydantic's union-branch markers such as 'literal[...]' or 'int' from the path
             loc = tuple(p for p in err["loc"] if isinstance(p, int) or not re.match(r"^(literal\[|int$|float$)", p))
             is_key = err["type"] == "extra_forbidden"
-            location = source.locate(loc, key=is_key)
-            message = _humanize(err, _fields_at(model, loc) if is_key else None)
-            errors.append((location, loc, message))
-        errors.sort(
+            found.append((source.locate(loc, key=is_key), loc, err, is_key))
+        found.sort(
             key=lambda e: (
                 e[0] is None,
                 e[0].file != source.root_file if e[0] else 0,
                 (e[0].line, e[0].column) if e[0] else (0, 0),
             )
         )
-        every = [SpecError(m, field=format_path(p), location=at, file=source.root_file) for at, p, m in errors]
-        location, loc, message = errors[0]
-        if len(errors) > 1:
-            more = f"{len(errors) - 1} more error{'s' if len(errors) > 2 else ''}"
-            message += f" (+{more}: `archspec validate --all-errors` lists them)"
-        first = SpecError(message, field=format_path(loc), location=location, file=source.root_file)
+        # only the errors that are shown are worded (tens of thousands of unknown keys stay fast)
+        every = [
+            SpecError(
+                _humanize(err, _fields_at(model, loc) if is_key else None),
+                field=format_path(loc),
+                location=at,
+                file=source.root_file,
+            )
+            for at, loc, err, is_key in found[:MAX_ERRORS_LISTED]
+        ]
+        if len(found) > MAX_ERRORS_LISTED:
+            every.append(SpecError(f"{len(found) - MAX_ERRORS_LISTED} more errors not listed", file=source.root_file))
+        first = every[0]
+        if len(found) > 1:
+            more = f"{len(found) - 1} more error{'s' if len(found) > 2 else ''}"
+            first = SpecError(
+                f"{first.message} (+{more}: `archspec validate --all-errors` lists them)",
+                field=first.field,
+                location=first.location,
+                file=source.root_file,
+            )
         first.every = tuple(every)
         raise first from None
     return instance

@@ -3,12 +3,15 @@
 PyYAML composes the document into a node tree (no Python objects are built); we then turn the
 nodes into plain dicts, lists and scalars ourselves, accepting only the core scalar tags. That
 gives us, for free: no tag can construct a Python object, duplicate keys are caught with their
-position, alias expansion is bounded (alias bombs), and every field path maps to a line/column.
+position, the document's size and alias expansion are bounded while it is read (a megabyte flow
+list, alias bombs), and every field path maps to a line/column.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,11 +20,7 @@ import yaml
 from yaml.constructor import SafeConstructor
 
 from .errors import FieldPath, Location, SpecError
-
-MAX_FILE_BYTES = 1 << 20
-# Bounds the work of alias expansion: a "billion laughs" document stops here, in milliseconds.
-MAX_EXPANDED_NODES = 50_000
-MAX_DEPTH = 50
+from .limits import MAX_DEPTH, MAX_EXPANDED_NODES, MAX_FILE_BYTES, MAX_YAML_NODES, checked_path
 
 _SCALARS = {
     "tag:yaml.org,2002:null": SafeConstructor.construct_yaml_null,
@@ -47,6 +46,33 @@ class Document:
 def _location(file: str, node: yaml.Node) -> Location:
     mark = node.start_mark
     return Location(file, mark.line + 1, mark.column + 1)
+
+
+def _excerpt(text: str) -> str:
+    """A value of the file as an error quotes it: short (the file may be anything)."""
+    shown = repr(text)
+    return shown if len(shown) <= 40 else shown[:36] + "...'"
+
+
+class _TooManyNodes(Exception):
+    def __init__(self, mark: yaml.Mark) -> None:
+        self.mark = mark
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's composer, counting nodes as it builds them: a document with more than
+    MAX_YAML_NODES stops there, before the rest of it is even scanned."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.nodes = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        self.nodes += 1
+        if self.nodes > MAX_YAML_NODES:
+            event: Any = self.peek_event()  # type: ignore[no-untyped-call]
+            raise _TooManyNodes(event.start_mark)
+        return super().compose_node(parent, index)
 
 
 class _Converter:
@@ -82,7 +108,7 @@ class _Converter:
             try:
                 return construct(self._constructor, node)
             except (ValueError, yaml.YAMLError) as exc:
-                raise self.fail(node, path, f"bad scalar {node.value!r}: {exc}") from None
+                raise self.fail(node, path, f"bad scalar {_excerpt(node.value)}: {str(exc)[:120]}") from None
         active = active | {id(node)}
         if isinstance(node, yaml.SequenceNode):
             if node.tag != _SEQ_TAG:
@@ -100,7 +126,7 @@ class _Converter:
                         "YAML merge keys ('<<') are not supported; use 'base:' to inherit from another spec",
                     )
                 if not (isinstance(key_node, yaml.ScalarNode) and key_node.tag == "tag:yaml.org,2002:str"):
-                    raise self.fail(key_node, path, f"keys must be plain strings, got {key_node.value!r}")
+                    raise self.fail(key_node, path, f"keys must be plain strings, got {_excerpt(str(key_node.value))}")
                 key = key_node.value
                 here = (*path, key)
                 if key in out:
@@ -114,18 +140,29 @@ class _Converter:
 
 def parse_yaml(text: str, file: str) -> Document:
     """Parse one YAML document whose top level is a mapping."""
+    loader = None
     try:
-        documents = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+        loader = _BoundedLoader(text)  # which reads the text's characters already
+        documents: list[yaml.Node] = []
+        while loader.check_node():
+            node = loader.get_node()
+            if node is not None:
+                documents.append(node)
+    except _TooManyNodes as exc:
+        at = Location(file, exc.mark.line + 1, exc.mark.column + 1)
+        raise SpecError(f"more than {MAX_YAML_NODES} values: too large for a spec", location=at) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = Location(file, mark.line + 1, mark.column + 1) if mark else None
         problem = exc.problem or exc.context or "invalid YAML"
         raise SpecError(f"YAML syntax error: {problem}", location=where, file=file) from None
     except yaml.YAMLError as exc:
-        raise SpecError(f"YAML error: {str(exc).splitlines()[0]}", file=file) from None
+        raise SpecError(f"YAML error: {next(iter(str(exc).splitlines()), 'invalid YAML')}", file=file) from None
     except RecursionError:
         raise SpecError(f"YAML nesting is too deep (more than {MAX_DEPTH} levels)", file=file) from None
-    documents = [d for d in documents if d is not None]
+    finally:
+        if loader is not None:
+            loader.dispose()
     if not documents:
         raise SpecError("the file is empty: a spec is a YAML mapping (name, base, stages, ...)", file=file)
     if len(documents) > 1:
@@ -135,7 +172,7 @@ def parse_yaml(text: str, file: str) -> Document:
         )
     root = documents[0]
     if not isinstance(root, yaml.MappingNode):
-        kind = "a list" if isinstance(root, yaml.SequenceNode) else f"the scalar {root.value!r}"
+        kind = "a list" if isinstance(root, yaml.SequenceNode) else f"the scalar {_excerpt(str(root.value))}"
         raise SpecError(f"the top level must be a mapping of spec fields, got {kind}", location=_location(file, root))
     converter = _Converter(file)
     try:
@@ -145,17 +182,44 @@ def parse_yaml(text: str, file: str) -> Document:
     return Document(data, file, converter.value_at, converter.key_at)
 
 
+_SYSTEM = ("/proc", "/sys", "/dev")  # files that are the kernel's, not anyone's specs
+
+
+def _read_bounded(path: Path, shown_as: str) -> bytes:
+    """The bytes of a regular file of at most MAX_FILE_BYTES, read once. Opened without blocking
+    (a FIFO does not hang) and checked on the open descriptor, so that what is checked is what is
+    read."""
+    resolved = str(path.resolve())
+    if any(resolved == d or resolved.startswith(d + "/") for d in _SYSTEM):
+        raise SpecError("not a spec file (a system file)", file=shown_as)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    except FileNotFoundError:
+        raise SpecError("no such file", file=shown_as) from None
+    except OSError as exc:
+        raise SpecError(f"cannot read: {exc.strerror or exc}", file=shown_as) from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise SpecError("not a regular file", file=shown_as)
+        if info.st_size > MAX_FILE_BYTES:
+            raise SpecError(f"file is {info.st_size} bytes; a spec may be at most {MAX_FILE_BYTES}", file=shown_as)
+        with os.fdopen(os.dup(fd), "rb") as f:
+            raw = f.read(MAX_FILE_BYTES + 1)  # a file that grows while read stops here too
+    finally:
+        os.close(fd)
+    if len(raw) > MAX_FILE_BYTES:
+        raise SpecError(f"file is over {MAX_FILE_BYTES} bytes; a spec may be at most {MAX_FILE_BYTES}", file=shown_as)
+    return raw
+
+
 def read_yaml_file(path: Path, shown_as: str) -> Document:
     """Read and parse a spec file; `shown_as` is the name used in error messages."""
+    checked_path(path, file=shown_as)
     try:
-        if not path.is_file():
-            raise SpecError("no such file" if not path.exists() else "not a regular file", file=shown_as)
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise SpecError(f"file is {size} bytes; a spec may be at most {MAX_FILE_BYTES}", file=shown_as)
-        raw = path.read_bytes()
+        raw = _read_bounded(path, shown_as)
     except OSError as exc:
-        raise SpecError(f"cannot read: {exc.strerror}", file=shown_as) from None
+        raise SpecError(f"cannot read: {exc.strerror or exc}", file=shown_as) from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

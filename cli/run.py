@@ -43,7 +43,7 @@ Accum = Annotated[
 ]
 Out = Annotated[Optional[Path], typer.Option(metavar="RUN", help="The run directory (default: runs/<spec name>).")]
 Resume = Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")]
-Seed = Annotated[int, typer.Option(min=0, help="Seed of weights, data order and augmentation.")]
+Seed = Annotated[int, typer.Option(min=0, max=2**63 - 1, help="Seed of weights, data order and augmentation.")]
 BackendFlag = Annotated[TrainBackend, typer.Option(help="torch-pipeline: --stages processes; poptorch: IPUs.")]
 Stages = Annotated[int, typer.Option(min=2, max=64, help="torch-pipeline / poptorch: pipeline stages.")]
 ScheduleFlag = Annotated[Schedule, typer.Option(help="torch-pipeline: the pipeline schedule.")]

@@ -193,9 +193,10 @@ def test_match_expansion_ties_go_to_the_smaller_e():
     assert math.isclose(m.error(m.chosen), 0.0)
 
 
-def test_a_match_beyond_one_percent_names_the_rule_that_reaches_it(cli, tmp_path):
+def test_a_match_beyond_one_percent_names_the_rule_that_reaches_it(cli, tmp_path, monkeypatch):
     """B0-G16 with channel-divisor rounding alone cannot come within 1% of B0-G1 (the test above);
     match-flops says so, and that mid_channel_rounding: group gets there."""
+    monkeypatch.setenv("ARCHSPEC_SPEC_ROOTS", str(SPECS))  # the spec below bases on a shipped one
     spec = tmp_path / "b0_g16_divisor.yaml"
     spec.write_text(f"base: {SPECS / 'b0_g16.yaml'}\nmid_channel_rounding: divisor\ngroup_rounding: size\n")
     result = cli("match-flops", spec, "--target", SPECS / "b0_g1.yaml")

@@ -33,7 +33,8 @@ def test_help_has_no_placeholders(cli):
         assert not re.search(r"\{[a-z_]+\}|<list|<[a-z]+\[", text), (name, text)
 
 
-def test_matched_spec_is_the_input_plus_the_ratio(tmp_path, cli):
+def test_matched_spec_is_the_input_plus_the_ratio(tmp_path, cli, monkeypatch):
+    monkeypatch.setenv("ARCHSPEC_SPEC_ROOTS", str(SPECS))  # the matched spec, elsewhere, bases on a shipped one
     out = tmp_path / "elsewhere" / "matched.yaml"
     out.parent.mkdir()
     payload = json.loads(
@@ -64,7 +65,8 @@ def test_stats_labels_what_is_per_image_and_what_is_per_batch(cli):
     assert re.search(r"activation_bytes\s+[\d,]+\s+bytes of activations for the whole batch", text)
 
 
-def test_written_files_carry_no_float_noise_and_only_the_norm_fields_that_apply(tmp_path, cli):
+def test_written_files_carry_no_float_noise_and_only_the_norm_fields_that_apply(tmp_path, cli, monkeypatch):
+    monkeypatch.setenv("ARCHSPEC_SPEC_ROOTS", str(SPECS))  # the spec below bases on a shipped one
     spec = tmp_path / "ln.yaml"
     spec.write_text(f"base: {SPECS / 'tiny.yaml'}\ndrop_path: 0.2\nnorm: ln\n")
     assert cli("compile", spec, "--out", tmp_path / "out").code == 0

@@ -122,6 +122,7 @@ def _state(run: Path) -> dict:
     }
 
 
+@pytest.mark.slow  # tens of seconds: in the slow run, which CI runs too
 def test_sigkill_then_resume_ends_with_the_same_weights(tmp_path):
     recipe = _recipe(tmp_path, SMALL)
     args = ["--max-steps", "24", "--seed", "3"]
@@ -162,7 +163,8 @@ def _losses(run: Path) -> list[float]:
         return [float(r["loss"]) for r in csv.DictReader(f) if r["phase"] == "train"]
 
 
-def test_two_processes_give_the_same_loss_curve(tmp_path):
+def test_two_processes_give_the_same_loss_curve(tmp_path, monkeypatch):
+    monkeypatch.setenv("ARCHSPEC_SPEC_ROOTS", str(SPECS))  # the spec below bases on a shipped one
     # a batch-independent norm and no randomness that depends on how the batch is split
     spec = tmp_path / "spec.yaml"
     spec.write_text(f"base: {TINY}\nhead: {{dropout: 0.0}}\ndrop_path: 0.0\n")
@@ -336,8 +338,9 @@ def test_checkpoint_and_finetune_bad_input_is_one_line(tmp_path, cli, trained_ru
     }[case]
     if case == "not-a-run":
         command[1] = tmp_path
-    elif case == "missing-ema":
+    elif case == "missing-ema":  # ema.pt alone is rebuilt from the checkpoint's copy: both gone
         (run / "ema.pt").unlink()
+        (run / "checkpoint.pt").unlink()
     elif case == "corrupt-ema":
         (run / "ema.pt").write_bytes(b"\x00garbage" * 10)
     elif case == "pickle-bomb":

@@ -24,6 +24,7 @@ from typing import Any, Optional
 
 from ..atomic import write_text
 from ..errors import SpecError
+from ..limits import checked_path
 from ..report import resolved_yaml
 from ..resolve import ResolvedSpec
 from ..spec import ModelSpec, spec_yaml
@@ -61,8 +62,8 @@ LOCK_HELD = "ARCHSPEC_RUN_LOCK"  # set by a launcher for the processes it starts
 class RunDir:
     """The files of one run."""
 
-    def __init__(self, path: Path | str) -> None:
-        self.path = Path(path)
+    def __init__(self, path: Path | str, parameter: str = "run") -> None:
+        self.path = checked_path(path, parameter=parameter)
         self.spec = self.path / "spec.yaml"
         self.recipe = self.path / "recipe.yaml"
         self.resolved = self.path / "resolved.yaml"

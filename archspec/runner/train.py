@@ -58,7 +58,7 @@ def run(opts: TrainOptions, nproc: int = 1) -> Optional[dict[str, Any]]:
     check_seed(opts.seed)
     processes = opts.stages if opts.backend == "torch-pipeline" else nproc
     if processes > 1 and not under_launcher():
-        run_dir = RunDir(opts.out)
+        run_dir = RunDir(opts.out, "out")
         with run_dir.writing():  # the launcher holds the directory for its processes
             # checked here, once, rather than by every launched process
             if opts.resume:
@@ -92,7 +92,7 @@ def train(opts: TrainOptions) -> dict[str, Any]:
     """Train in this process (one of several under a launcher); the summary."""
     check_length(opts.epochs, opts.max_steps)
     check_seed(opts.seed)
-    with session(opts.device) as ctx, RunDir(opts.out).writing() if ctx.main else contextlib.nullcontext():
+    with session(opts.device) as ctx, RunDir(opts.out, "out").writing() if ctx.main else contextlib.nullcontext():
         setup = _setup(opts, ctx)
         t = _trainer(setup, ctx)
         if setup.resumed and setup.run.checkpoint.exists():
@@ -138,7 +138,7 @@ class Setup:
 
 
 def _setup(opts: TrainOptions, ctx: Context) -> Setup:
-    run = RunDir(opts.out)
+    run = RunDir(opts.out, "out")
     if opts.resume:
         run.require("out")
     elif ctx.main:

@@ -39,7 +39,7 @@ def run_ipu(opts: TrainOptions) -> None:
             "with `archspec compile --backend poptorch` to choose them)",
             parameter=unsupported[0],
         )
-    run = RunDir(opts.out)
+    run = RunDir(opts.out, "out")
     run.create()
     resolved = as_resolved(opts.spec)
     g = build_graph(resolved, resolved.resolution.pick(opts.resolution))

@@ -14,8 +14,8 @@ numbers computed exactly and differentiably (closed form for ReLU, split Gauss-L
 quadrature otherwise), so the per-element work is the single multiply-add `phi(y) * scale + shift`.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: torch.jit.script reads the class-level annotations
+# of buffers (ProxyMoments') as types, and cannot resolve the string 'torch.Tensor'.
 import itertools
 import math
 from typing import Any
@@ -76,6 +76,7 @@ class ProxyMoments(nn.Module):
         super().__init__()
         self.activation = activation
         self.phi = make_activation(activation)
+        self.z_max = Z_MAX  # an attribute, not a global: TorchScript reads no global floats
         t, w = gauss_legendre(panel_nodes)
         # the rule mapped to [0, 1]: a panel [a, b] has nodes a + (b - a) u and weights (b - a) v
         dtype = torch.get_default_dtype()
@@ -89,9 +90,10 @@ class ProxyMoments(nn.Module):
         std = (gamma * (1 + proxy_gamma)).abs().clamp_min(1e-12)
         if self.activation == "relu":
             return relu_gaussian_moments(mean, std)
-        bend = (-mean / std).clamp(-Z_MAX, Z_MAX)[:, None]
-        start = torch.cat([torch.full_like(bend, -Z_MAX), bend], 1)[:, :, None]  # (C, 2 panels, 1)
-        width = torch.cat([bend + Z_MAX, Z_MAX - bend], 1)[:, :, None]
+        z_max = self.z_max
+        bend = (-mean / std).clamp(-z_max, z_max)[:, None]
+        start = torch.cat([torch.full_like(bend, -z_max), bend], 1)[:, :, None]  # (C, 2 panels, 1)
+        width = torch.cat([bend + z_max, z_max - bend], 1)[:, :, None]
         u, v = self.unit_nodes.to(mean.dtype), self.unit_weights.to(mean.dtype)
         z = (start + width * u).flatten(1)  # (C, 2 x nodes)
         w = (width * v).flatten(1) * _normal_pdf(z)
@@ -206,11 +208,13 @@ class SyncBatchNormAct(BatchNormAct2d):
         n = total[-1]
         mean = total[:c] / n
         var = (total[c : 2 * c] / n - mean * mean).clamp_min(0)
+        running_mean, running_var, tracked = self.running_mean, self.running_var, self.num_batches_tracked
+        assert running_mean is not None and running_var is not None and tracked is not None  # tracked by archspec's BN
         with torch.no_grad():  # BatchNorm2d's running averages, with the unbiased variance
             m = self.momentum or 0.0
-            self.running_mean.mul_(1 - m).add_(m * mean.detach())
-            self.running_var.mul_(1 - m).add_(m * var.detach() * n / (n - 1))
-            self.num_batches_tracked.add_(1)
+            running_mean.mul_(1 - m).add_(m * mean.detach())
+            running_var.mul_(1 - m).add_(m * var.detach() * n / (n - 1))
+            tracked.add_(1)
         scale = self.weight * torch.rsqrt(var + self.eps)
         return x * scale[None, :, None, None] + (self.bias - mean * scale)[None, :, None, None]
 

@@ -1,29 +1,59 @@
-"""`archspec bench`: what the compiled model measures on this machine."""
+"""`archspec bench` and `profile`: what the compiled model and its kernel classes measure on this
+machine."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 
 from archspec.api import as_resolved
+from archspec.atomic import check_writable
 
 from . import render
-from .options import Device, DeviceFlag, Json, ResolutionFlag, SpecArg
+from .options import Device, DeviceFlag, Dtype, Json, PlotPath, ResolutionFlag, SpecArg, UsageError
+from .render import measure as shown
+
+PerLayer = Annotated[
+    bool,
+    typer.Option("--per-layer", help="Time every IR node (forward; backward too with --train) under its IR name."),
+]
+Train = Annotated[bool, typer.Option("--train", help="Time forward + backward instead of inference.")]
+Steps = Annotated[int, typer.Option(min=1, max=10_000, help="Timed batches (after warm-up).")]
+
+
+def _per_layer(spec: str, device: Device, train: bool, batch: int, resolution: Optional[str], steps: int) -> dict:
+    from archspec.backends.torch.bench import per_layer
+
+    return per_layer(as_resolved(spec), device.value, batch, resolution, train, steps)
 
 
 def bench(
     spec: SpecArg,
     device: DeviceFlag = Device.cpu,
-    train: Annotated[bool, typer.Option("--train", help="Time forward + backward instead of inference.")] = False,
+    train: Train = False,
     compiled: Annotated[bool, typer.Option("--compile", help="torch.compile the model first.")] = False,
     vs_timm: Annotated[bool, typer.Option("--vs-timm", help="Also time timm's equivalent EfficientNet.")] = False,
+    per_layer: PerLayer = False,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=1 << 16)] = 16,
     resolution: ResolutionFlag = None,
-    steps: Annotated[int, typer.Option(min=1, max=10_000, help="Timed batches (after warm-up).")] = 10,
+    steps: Steps = 10,
+    plot: PlotPath = None,
     as_json: Json = False,
 ) -> None:
-    """Measured throughput (images/s) of the compiled model on this machine."""
+    """Measured throughput (images/s) of the compiled model on this machine; --per-layer: the time
+    of every layer against its MACs and arithmetic intensity."""
+    if per_layer and (compiled or vs_timm):
+        raise UsageError("--per-layer times the eager model: it goes without --compile and --vs-timm")
+    if plot is not None and not per_layer:
+        raise UsageError("--plot draws the per-layer roofline: it goes with --per-layer")
+    if plot is not None:
+        check_writable(plot, "plot")
+    if per_layer:
+        payload = _per_layer(spec, device, train, batch_size, resolution, steps)
+        shown.per_layer(payload, plot, as_json)
+        return
     from archspec.backends.torch.bench import bench as measure
 
     payload = measure(as_resolved(spec), device.value, batch_size, resolution, train, compiled, vs_timm, steps)
@@ -33,5 +63,28 @@ def bench(
         render.bench_text(payload)
 
 
+def profile(
+    out: Annotated[Path, typer.Option("--out", metavar="FILE.json", help="Where to write the profile.")],
+    device: DeviceFlag = Device.cpu,
+    dtype: Annotated[Dtype, typer.Option("--dtype", help="fp32, or autocast to bf16 / fp16.")] = Dtype.fp32,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=1 << 12)] = 8,
+    train: Annotated[
+        bool, typer.Option("--train/--no-train", help="Also time forward + backward (training steps).")
+    ] = True,
+    as_json: Json = False,
+) -> None:
+    """Measure this device's kernel classes (grouped and 1x1 convs, norms, proxy norm, activations,
+    SE, add, pool, linear) into a profile that `stats --profile` predicts speed from."""
+    check_writable(out, "out")
+    from archspec.backends.torch.profile import profile as measure
+    from archspec.backends.torch.profile import require_device
+
+    require_device(device.value)  # before the progress bar, which would leave a blank line
+    with shown.progress("profiling") as tick:
+        data = measure(device.value, dtype.value, batch_size, train, out=out, progress=tick)
+    shown.profile_summary(data, out, as_json)
+
+
 def register(app: typer.Typer) -> None:
     app.command()(bench)
+    app.command()(profile)

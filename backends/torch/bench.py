@@ -2,17 +2,59 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from typing import Any, Optional
 
+import networkx as nx
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from archspec.errors import SpecError
-from archspec.graph import build_graph
+from archspec.cost import arithmetic_intensity
+from archspec.graph import Node, build_graph, info, layers
+from archspec.presets import B0_STAGES, SCALING
 from archspec.resolve import ResolvedSpec
+
+from .profile import require_device
+
+
+def _inputs(
+    model: nn.Module, device: str, batch: int, resolution: int, train: bool, in_channels: int, classes: int
+) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """The model on `device` in train or eval mode, a random batch and labels (channels_last on a GPU)."""
+    model = model.to(device).train(train)
+    x = torch.randn(batch, in_channels, resolution, resolution, device=device)
+    if device == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    return model, x, torch.randint(0, classes, (batch,), device=device)
+
+
+def _step(model: nn.Module, run: Callable[..., Any], x: torch.Tensor, y: torch.Tensor, train: bool) -> None:
+    """One inference batch, or one training step without the optimizer: forward, cross-entropy,
+    backward, zero_grad (bf16 autocast on a GPU)."""
+    gpu = x.device.type == "cuda"
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=gpu), torch.set_grad_enabled(train):
+        logits = run(x)
+        if train:
+            F.cross_entropy(logits.float(), y).backward()
+    if train:
+        model.zero_grad(set_to_none=True)
+
+
+def _timed(fn: Any, device: str, clock: Callable[[], float] = time.perf_counter) -> float:
+    if device == "cuda":
+        torch.cuda.synchronize()
+    t0 = clock()
+    fn()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return clock() - t0
 
 
 def measure(
@@ -27,29 +69,11 @@ def measure(
     classes: int = 1000,
 ) -> dict[str, float]:
     """Median seconds per batch after warm-up (forward, or forward + backward with --train)."""
-    gpu = device == "cuda"
-    model = model.to(device).train(train)
-    if gpu:
-        model = model.to(memory_format=torch.channels_last)
+    model, x, y = _inputs(model, device, batch, resolution, train, in_channels, classes)
     run = torch.compile(model) if compiled else model
-    x = torch.randn(batch, in_channels, resolution, resolution, device=device)
-    if gpu:
-        x = x.contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, classes, (batch,), device=device)
 
     def once() -> float:
-        if gpu:
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        with torch.autocast(device, dtype=torch.bfloat16, enabled=gpu), torch.set_grad_enabled(train):
-            logits = run(x)
-            if train:
-                F.cross_entropy(logits.float(), y).backward()
-        if train:
-            model.zero_grad(set_to_none=True)
-        if gpu:
-            torch.cuda.synchronize()
-        return time.perf_counter() - t0
+        return _timed(lambda: _step(model, run, x, y, train), device)
 
     first = once()
     for _ in range(2):
@@ -59,36 +83,74 @@ def measure(
     return {"seconds_per_batch": median, "images_per_s": batch / median, "first_batch_s": first}
 
 
-def timm_equivalent(res: ResolvedSpec, params: int) -> tuple[Optional[nn.Module], str]:
-    """timm's EfficientNet for the spec's preset and group size, if it is the same network: BN,
-    SiLU, the preset's expansion ratios, 3 inputs, and the same parameters."""
-    base = res.preset
-    if base is None:
-        return None, "the spec has no EfficientNet preset base"
-    import timm
+def _timm_norm_layer(res: ResolvedSpec) -> Any:
+    """timm's norm + act layer for the spec's norm: BN, GN of the spec's group count, LN as GN of
+    one group (timm's GroupNorm1Act, as archspec builds it); None for proxy norm, which timm lacks."""
+    from timm.layers import BatchNormAct2d, GroupNorm1Act, GroupNormAct
 
-    name = base.replace("-", "_")
+    norm = res.norm
+    if norm.type == "bn":
+        return partial(BatchNormAct2d, eps=norm.eps, momentum=norm.momentum)
+    if norm.type == "gn":
+        return partial(GroupNormAct, num_groups=norm.groups, eps=norm.eps)
+    if norm.type == "ln":
+        return partial(GroupNorm1Act, eps=norm.eps)
+    return None
+
+
+def _timm_efficientnet(res: ResolvedSpec, norm_layer: Any) -> nn.Module:
+    """timm's EfficientNet class built from the preset's stage table in timm's block notation,
+    with the spec's expansion ratio, group size and norm (timm's presets fix E = 6 and BN)."""
+    from timm.models._efficientnet_builder import decode_arch_def, round_channels
+    from timm.models.efficientnet import EfficientNet
+
+    assert res.preset is not None
+    width, depth = SCALING[res.preset][:2]
+    expansion = res.expansion_ratio or 6
+    arch_def = [
+        [f"ds_r{r}_k{k}_s{s}_e1_c{c}_se{se}" if e == 1 else f"ir_r{r}_k{k}_s{s}_e{expansion:g}_c{c}_se{se}"]
+        for _, r, k, s, e, c, se in B0_STAGES
+    ]
+    group_size = res.group_size if res.group_size > 1 else None
+    round_chs = partial(round_channels, multiplier=width, divisor=8)
+    return EfficientNet(
+        block_args=decode_arch_def(arch_def, depth, group_size=group_size),
+        num_features=round_chs(1280),
+        stem_size=32,
+        round_chs_fn=round_chs,
+        act_layer=nn.SiLU,
+        norm_layer=norm_layer,
+        num_classes=res.num_classes,
+    )
+
+
+def timm_equivalent(res: ResolvedSpec, params: int) -> tuple[Optional[nn.Module], str]:
+    """timm's EfficientNet for the spec's preset, expansion ratio, group size and norm (BN, GN or
+    LN), if it is the same network: SiLU, 3 inputs, and the same parameters."""
+    if res.preset is None:
+        return None, "the spec has no EfficientNet preset base"
+    name = res.preset.replace("-", "_")
+    norm_layer = _timm_norm_layer(res)
     differs = [
         what
         for what, same in (
-            ("norm", res.norm.type == "bn"),
+            (f"norm {res.norm.type}", norm_layer is not None),
             ("activation", res.activation == "silu"),
-            ("expansion ratio", res.expansion_ratio in (None, 6)),
             ("input channels", res.in_channels == 3),
         )
         if not same
     ]
     if differs:
-        return None, f"timm's {name} is not the same network ({', '.join(differs)} differ)"
-    group_size = res.group_size
-    model = timm.create_model(name, group_size=group_size if group_size > 1 else None, num_classes=res.num_classes)
+        return None, f"timm's {name} is not the same network ({', '.join(differs)}: timm has no such option)"
+    model = _timm_efficientnet(res, norm_layer)
     theirs = sum(p.numel() for p in model.parameters())
+    described = f"{name} (group_size={res.group_size}, E={res.expansion_ratio or 6:g}, {res.norm.type})"
     if theirs != params:
         return None, (
-            f"timm's {name} (group_size={group_size}) has {theirs:,} parameters, this spec {params:,}: "
-            "not the same network (timm takes no expansion ratio or archspec's group-size rounding)"
+            f"timm's {described} has {theirs:,} parameters, this spec {params:,}: not the same network "
+            "(timm rounds group sizes and mid channels its own way)"
         )
-    return model, f"timm {name}, group_size={group_size}"
+    return model, f"timm {described}"
 
 
 def bench(
@@ -105,8 +167,7 @@ def bench(
     equivalent if asked."""
     from .model import model_from_graph
 
-    if device == "cuda" and not torch.cuda.is_available():
-        raise SpecError("CUDA is not available on this machine; use --device cpu", parameter="device")
+    require_device(device)
     resolution = res.resolution.pick(resolution)
     model = model_from_graph(build_graph(res))
     params = sum(p.numel() for p in model.parameters())
@@ -127,3 +188,273 @@ def bench(
         if reference is not None:
             result["timm"] = measure(reference, device, batch, resolution, train, compiled, steps, **shape)
     return result
+
+
+# ---------------------------------------------------------------------------------------------
+# bench --per-layer: the time of every IR node, under the IR's names
+# ---------------------------------------------------------------------------------------------
+
+# The per-layer times are read at module boundaries inside a step, so they leave out only the
+# Python between modules, the loss and zero_grad: they must add up to the step they were timed in
+# to within this fraction (docs/speed.md; tests/test_speed.py checks it on a small spec).
+SUM_TOLERANCE = 0.10
+NodeTimes = dict[str, tuple[float, float, float]]
+
+
+class _Clock:
+    """Timestamps at module boundaries: perf_counter on a CPU (hooks run in step with the work);
+    CUDA events on a GPU, recorded in the stream without synchronising, so that host and device
+    overlap as in a plain step and the intervals between events partition the device's timeline."""
+
+    def __init__(self, device: str, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.gpu = device == "cuda"
+        self.clock = clock
+
+    def mark(self) -> Any:
+        if not self.gpu:
+            return self.clock()
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        return event
+
+    def seconds(self, start: Any, end: Any) -> float:
+        return start.elapsed_time(end) / 1e3 if self.gpu else end - start
+
+
+class _Marks:
+    """Hooks that timestamp the start and end of each module's forward and backward."""
+
+    def __init__(self, model: nn.Module, paths: list[str], clock: _Clock, backward: bool) -> None:
+        self.clock = clock
+        self.at: dict[tuple[str, str], Any] = {}
+        self.order: list[tuple[str, str]] = []  # the marks in the order they were taken
+        self.handles: list[Any] = []
+        modules = dict(model.named_modules())
+        for path in paths:
+            m = modules[path]
+            self.handles += [
+                m.register_forward_pre_hook(self._hook(path, "fwd0")),
+                m.register_forward_hook(self._hook(path, "fwd1")),
+            ]
+            if backward:
+                self.handles += [
+                    m.register_full_backward_pre_hook(self._hook(path, "bwd0")),
+                    m.register_full_backward_hook(self._hook(path, "bwd1")),
+                ]
+
+    def _hook(self, path: str, what: str) -> Any:
+        def hook(*_: Any) -> None:
+            self.at[(path, what)] = self.clock.mark()
+            self.order.append((path, what))
+
+        return hook
+
+    def span(self, a: tuple[str, str], b: tuple[str, str]) -> float:
+        return self.clock.seconds(self.at[a], self.at[b])
+
+    def own_times(self) -> dict[tuple[str, str], float]:
+        """Every module's own forward and backward seconds, the intervals between consecutive
+        marks partitioned among them: time inside a module and outside its hooked children is
+        its own; time between two modules (Python, hooks, unhooked glue) goes to the one that
+        starts next. So the per-node times add up to the step from its first mark to its last."""
+        own: dict[tuple[str, str], float] = {}
+        open_: list[str] = []
+        for previous, mark in zip(self.order, self.order[1:]):
+            path, what = mark
+            starts = what.endswith("0")
+            owner = open_[-1] if open_ else path
+            if not starts and owner != path and path in open_:  # out of order: close up to it
+                owner = path
+            key = (owner, what[:3])
+            own[key] = own.get(key, 0.0) + self.span(previous, mark)
+            if starts:
+                open_.append(path)
+            elif path in open_:
+                del open_[len(open_) - 1 - open_[::-1].index(path) :]
+        return own
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+def _hooked_paths(g: nx.DiGraph[str]) -> list[str]:
+    """Every module whose boundaries time an IR node: the nodes' own modules, and for a residual
+    add its block (the add runs in the block's forward, after its drop-path layer)."""
+    paths: list[str] = []
+    for _, d in layers(g):
+        if d["module"] is not None:
+            paths.append(d["module"])
+        if d["op"] == "add":
+            paths.append(d["unit"])
+    return paths
+
+
+def _node_times(g: nx.DiGraph[str], marks: _Marks, backward: bool) -> NodeTimes:
+    """(forward, backward, proxy-norm part of both) seconds of every IR node in one step: its
+    module's own time (a residual add: its drop-path layer's and its block's glue); a norm's
+    activation is a child module, timed as its own node, and what the norm does after it is
+    proxy normalization."""
+    own = marks.own_times()
+    out: NodeTimes = {}
+    for name, d in layers(g):
+        m = d["module"]
+        if m is None:
+            continue
+        paths = (m, d["unit"]) if d["op"] == "add" else (m,)
+        fwd = sum(own.get((p, "fwd"), 0.0) for p in paths)
+        bwd = sum(own.get((p, "bwd"), 0.0) for p in paths) if backward else 0.0
+        pn = 0.0
+        if d["op"] == "norm" and d["activation"] is not None and d["proxy"]:
+            act = f"{m}.act"
+            pn = marks.span((act, "fwd1"), (m, "fwd1"))
+            pn += marks.span((m, "bwd0"), (act, "bwd0")) if backward else 0.0
+        out[name] = (fwd, bwd, pn)
+    return out
+
+
+def _layer_step(
+    g: nx.DiGraph[str], model: nn.Module, x: torch.Tensor, y: torch.Tensor, train: bool, clock: Callable[[], float]
+) -> tuple[NodeTimes, float]:
+    """One step with every module's boundaries timestamped: per-node times, and the step's time."""
+    device = x.device.type
+    marks = _Marks(model, _hooked_paths(g), _Clock(device, clock), backward=train)
+    try:
+        wall = _timed(lambda: _step(model, model, x, y, train), device, clock)
+        return _node_times(g, marks, train), wall
+    finally:
+        marks.remove()
+
+
+@dataclass
+class LayerTimes:
+    nodes: NodeTimes  # median (forward, backward, proxy-norm part) seconds of every node
+    plain_s: list[float]  # steps without hooks
+    hooked_s: list[float]  # the timed steps
+    sums_s: list[float]  # each timed step's per-node times, summed
+
+
+def layer_times(
+    g: nx.DiGraph[str], device: str, batch: int, train: bool, steps: int, clock: Callable[[], float] = time.perf_counter
+) -> LayerTimes:
+    """Every IR node's time over `steps` timed steps, and plain steps taken alternately so that
+    both see the same machine. `clock` times a CPU (wall time; a thread's CPU time on a shared
+    machine, benchmarks/)."""
+    from .model import model_from_graph
+
+    res = info(g)["resolved"]
+    model, x, y = _inputs(
+        model_from_graph(g, seed=0), device, batch, info(g)["resolution"][0], train, res.in_channels, res.num_classes
+    )
+    # the image takes a gradient too, so that the stem's backward ends with a hook like every other layer's
+    x.requires_grad_(train)
+    for _ in range(2):
+        _step(model, model, x, y, train)
+        _layer_step(g, model, x, y, train, clock)
+    out = LayerTimes({}, [], [], [])
+    samples = []
+    for _ in range(steps):
+        out.plain_s.append(_timed(lambda: _step(model, model, x, y, train), device, clock))
+        nodes, wall = _layer_step(g, model, x, y, train, clock)
+        samples.append(nodes)
+        out.hooked_s.append(wall)
+        out.sums_s.append(sum(f + b for f, b, _ in nodes.values()))
+    out.nodes = {n: tuple(statistics.median(s[n][i] for s in samples) for i in range(3)) for n in samples[0]}  # type: ignore[misc]
+    return out
+
+
+def op_kind(d: Node) -> str:
+    """The op kind a node's time is counted under (a proxy norm's PN part goes to "pn")."""
+    if d["op"] == "conv":
+        return {"spatial": "grouped conv", "stem": "stem conv"}.get(d["role"], "pointwise conv")
+    return {"norm": "norm", "act": "activation", "se": "se", "add": "add"}.get(d["op"], "head")
+
+
+def _work(d: Node, batch: int, element_bytes: int) -> tuple[int, int]:
+    """FLOPs and bytes moved of one forward: a conv's bytes per Appendix A (weights + input
+    activations), other layers' their parameters, input and output."""
+    inputs = math.prod(d["in_shape"]) * batch
+    outputs = 0 if d["op"] == "conv" else d["activations"] * batch
+    return (2 * d["macs"] + d["elementwise"]) * batch, (d["params"] + inputs + outputs) * element_bytes
+
+
+def _row(name: str, d: Node, t: tuple[float, float, float], batch: int, element_bytes: int) -> dict[str, Any]:
+    flops, moved = _work(d, batch, element_bytes)
+    fwd, bwd, pn = t
+    return {
+        "name": name,
+        "op": d["op"],
+        "kind": op_kind(d),
+        "stage": d["stage"],
+        "macs": d["macs"] * batch,
+        "flops": flops,
+        "bytes": moved,
+        "flop_per_byte": flops / moved if moved else 0.0,
+        "intensity": arithmetic_intensity(d, batch) if d["op"] == "conv" else None,
+        "forward_s": fwd,
+        "backward_s": bwd,
+        "pn_s": pn,
+        "gflops": flops / fwd / 1e9 if fwd > 0 else 0.0,
+    }
+
+
+def _shares(rows: list[dict[str, Any]], train: bool) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """Time, MACs and achieved GFLOP/s (forward) per stage; seconds per op kind."""
+    stages: dict[Any, dict[str, Any]] = {}
+    kinds: dict[str, float] = {}
+    for r in rows:
+        total = r["forward_s"] + (r["backward_s"] if train else 0.0)
+        s = stages.setdefault(r["stage"], {"stage": r["stage"], "time_s": 0.0, "forward_s": 0.0, "flops": 0})
+        s["time_s"] += total
+        s["forward_s"] += r["forward_s"]
+        s["flops"] += r["flops"] if r["macs"] else 0
+        kinds[r["kind"]] = kinds.get(r["kind"], 0.0) + total - r["pn_s"]
+        if r["pn_s"]:
+            kinds["pn"] = kinds.get("pn", 0.0) + r["pn_s"]
+    for s in stages.values():
+        s["gflops"] = s["flops"] / s["forward_s"] / 1e9 if s["forward_s"] else 0.0
+    return list(stages.values()), kinds
+
+
+def per_layer(
+    res: ResolvedSpec,
+    device: str,
+    batch: int,
+    resolution: int | str | None,
+    train: bool,
+    steps: int,
+    clock: Callable[[], float] = time.perf_counter,
+) -> dict[str, Any]:
+    """`bench --per-layer`: the measured time of every IR node joined with its MACs, bytes moved
+    and arithmetic intensity; per-stage and per-op-kind sums; the device's peaks; and how the
+    per-layer sum compares with the plain step's time."""
+    from .profile import peaks
+
+    require_device(device)
+    g = build_graph(res, res.resolution.pick(resolution))
+    t = layer_times(g, device, batch, train, steps, clock)
+    element_bytes = 2 if device == "cuda" else 4  # bf16 autocast on a GPU
+    rows = [_row(name, d, t.nodes[name], batch, element_bytes) for name, d in layers(g) if name in t.nodes]
+    stages, kinds = _shares(rows, train)
+    step = statistics.median(t.plain_s)
+    summed = sum(r["forward_s"] + r["backward_s"] for r in rows)
+    return {
+        "name": res.name,
+        "device": device,
+        "batch_size": batch,
+        "resolution": info(g)["resolution"][0],
+        "mode": "train" if train else "inference",
+        "steps": steps,
+        "step_s": step,
+        "images_per_s": batch / step,
+        "layers_s": summed,
+        # the check: each timed step's per-node times against that step's own time
+        "sum_ratio": statistics.median(a / b for a, b in zip(t.sums_s, t.hooked_s)),
+        "tolerance": SUM_TOLERANCE,
+        "hooked_step_s": statistics.median(t.hooked_s),
+        "hook_overhead": statistics.median(t.hooked_s) / step - 1,
+        "rows": rows,
+        "stages": stages,
+        "kinds": {k: {"time_s": v, "share": v / summed} for k, v in kinds.items()},
+        "peaks": peaks(device, "bf16" if device == "cuda" else "fp32"),
+    }

@@ -243,6 +243,7 @@ def bench_text(p: dict[str, Any]) -> None:
     )
     sys.stdout.write(f"{p['name']} ({what}): {p['archspec']['images_per_s']:.1f} images/s\n")
     if "timm" in p:
-        sys.stdout.write(f"{p['timm_note']}: {p['timm']['images_per_s']:.1f} images/s\n")
+        ratio = p["archspec"]["images_per_s"] / p["timm"]["images_per_s"]
+        sys.stdout.write(f"{p['timm_note']}: {p['timm']['images_per_s']:.1f} images/s; archspec / timm = {ratio:.2f}\n")
     elif "timm_note" in p:
         sys.stdout.write(f"no timm comparison: {p['timm_note']}\n")

@@ -38,8 +38,16 @@ def validate(specs: Specs, all_errors: AllErrors = False) -> None:
         raise typer.Exit(2)
 
 
-def schema() -> None:
-    """Print the JSON Schema of the spec language (for editor completion)."""
+SearchSchema = Annotated[bool, typer.Option("--search", help="The schema of search files (archspec search) instead.")]
+
+
+def schema(search: SearchSchema = False) -> None:
+    """Print the JSON Schema of the spec language, or with --search of search files (for editor completion)."""
+    if search:
+        from archspec.search.space import search_json_schema
+
+        emit_json(search_json_schema())
+        return
     from archspec.spec import spec_json_schema
 
     emit_json(spec_json_schema())

@@ -1,0 +1,130 @@
+"""The metrics of one candidate network, cheapest first; the expensive ones import torch here, on
+first use. A limit broken by a cheap metric stops the evaluation before anything is timed or
+trained (the trial is pruned, with the reason and the metrics it had)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import optuna
+
+from ..atomic import write_text
+from ..graph import build_graph
+from ..spec import spec_yaml
+from .metrics import METRICS, RESULT, cost_metrics, predicted_metrics
+from .space import Candidate, Search
+from .store import WORKER, SearchDir
+
+
+class Infeasible(optuna.TrialPruned):
+    """A metric broke a limit of `constraints:`."""
+
+
+@dataclass
+class Evaluator:
+    search: Search
+    directory: SearchDir
+    profile: Any = None  # archspec.predict.Profile, with --profile
+
+    def metrics(self, trial: optuna.Trial, cand: Candidate) -> dict[str, float]:
+        """Every metric the search needs, by kind, recorded on the trial as it is known."""
+        wanted = self.search.metrics
+        out: dict[str, float] = {}
+        self._log(trial, cand, "start")
+        started = time.perf_counter()
+        for kind in ("cost", "measured", "accuracy"):
+            if kind == "cost":
+                g = build_graph(cand.resolved)
+                found = cost_metrics(g)  # all of them, wanted or not: the figure plots accuracy against them
+                found.update(predicted_metrics(g, self.profile, self.search.file.measure.batch_size, wanted))
+            elif any(METRICS[m].kind == kind for m in wanted):
+                found = self._measured(cand, wanted) if kind == "measured" else {"accuracy": self._accuracy(cand)}
+            else:
+                continue
+            out.update(found)
+            broken = self._broken(found)
+            if broken is not None:
+                self._record(trial, cand, {"metrics": out, "reason": broken}, started)
+                raise Infeasible(broken)
+        self._record(trial, cand, {"metrics": out}, started)
+        return out
+
+    def _broken(self, found: dict[str, float]) -> Optional[str]:
+        """The first limit of `constraints:` that a metric breaks, said as a reason."""
+        for name, value in found.items():
+            bound = self.search.file.constraints.get(name)
+            broken = bound.broken_by(value) if bound is not None else None
+            if broken is not None:
+                return f"{name} {METRICS[name].shown(value)} breaks {name} {broken}"
+        return None
+
+    def _record(self, trial: optuna.Trial, cand: Candidate, result: dict[str, Any], started: float) -> None:
+        trial.set_user_attr(RESULT, {**result, "evaluated_s": round(time.perf_counter() - started, 3)})
+        self._log(trial, cand, "done")
+
+    def _log(self, trial: optuna.Trial, cand: Candidate, event: str) -> None:
+        """evaluations.jsonl: one line when a network's evaluation starts and one when it ends."""
+        line = {"event": event, "trial": trial.number, "network": cand.digest, "worker": WORKER, "time": time.time()}
+        with open(self.directory.evaluations, "a") as f:
+            f.write(json.dumps(line) + "\n")
+
+    def _measured(self, cand: Candidate, wanted: list[str]) -> dict[str, float]:
+        from ..backends.torch.bench import bench
+
+        m = self.search.file.measure
+        out: dict[str, float] = {}
+        for name, train, batch in (
+            ("measured_train_images_per_s", True, m.batch_size),
+            ("measured_infer_images_per_s", False, m.batch_size),
+            ("measured_latency_ms", False, 1),
+        ):
+            if name in wanted:
+                timed = bench(cand.resolved, m.device, batch, None, train, False, False, m.steps)["archspec"]
+                out[name] = timed["seconds_per_batch"] * 1e3 if name.endswith("_ms") else timed["images_per_s"]
+        return out
+
+    def _accuracy(self, cand: Candidate) -> float:
+        """Top-1 of a proxy run of the shared runner, in trials/<network>/ (its log there too)."""
+        from ..runner.options import TrainOptions
+        from ..runner.rundir import RunDir
+        from ..runner.train import train
+
+        p = self.search.file.proxy
+        home = self.directory.trials / cand.digest
+        run = RunDir(home / "run")
+        finished = _summary(run)
+        if finished is None:
+            shutil.rmtree(run.path, ignore_errors=True)  # a run cut short by a killed worker starts over
+            home.mkdir(parents=True, exist_ok=True)
+            write_text(home / "spec.yaml", spec_yaml(cand.spec))
+            resolution: Optional[str] = None if p.resolution == "train" else str(p.resolution)
+            opts = TrainOptions(
+                spec=str(home / "spec.yaml"),
+                out=run.path,
+                data=self.search.dataset,
+                resolution=resolution,
+                max_steps=p.steps,
+                device=p.device,
+                recipe=self.directory.recipe,
+                seed=p.seed,
+            )
+            # the runner reports to stderr (a progress bar on a terminal): into the log, not over ours
+            with open(home / "train.log", "a") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+                finished = train(opts)
+        return float(finished[f"val_top1_{p.weights}"])
+
+
+def _summary(run: Any) -> Optional[dict[str, Any]]:
+    """The summary of a proxy run that finished (its worker killed before the trial was told)."""
+    if not run.info_file.is_file():
+        return None
+    try:
+        info = run.raw_info()
+    except Exception:
+        return None
+    return info.get("summary") if info.get("status") == "finished" else None

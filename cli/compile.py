@@ -5,28 +5,37 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
+import networkx as nx
 import typer
 
 from archspec.api import as_graph, as_resolved, compile_files
 from archspec.atomic import write_files
+from archspec.conventions import NAMES
+from archspec.conventions import report as convention_report
 from archspec.cost import mean_intensity, totals
 from archspec.graph import info
+from archspec.limits import MAX_BATCH
 from archspec.plan import costing, plan_at, plan_pipeline
+from archspec.predict import speed_report
 from archspec.report import compile_report
 from archspec.resolution import congruence_warnings
 
 from . import render
 from .options import (
     Backend,
+    Convention,
     CostBatch,
     Json,
     MemoryFraction,
     MicroBatch,
+    ProfilePath,
     RecipePath,
     ResolutionFlag,
     SpecArg,
     UsageError,
 )
+from .render import conventions as counters
+from .render import measure as shown
 
 Out = Annotated[Optional[Path], typer.Option(metavar="DIR", help="Write resolved.yaml, report.json and model.py.")]
 BackendFlag = Annotated[Backend, typer.Option(help="poptorch also writes plan.json and ipu_train.py.")]
@@ -91,21 +100,66 @@ def compile_(
         render.console().print(f"wrote {', '.join(f'{out}/{name}' for name in files)}")
 
 
-def stats(spec: SpecArg, resolution: ResolutionFlag = None, batch_size: CostBatch = 1, as_json: Json = False) -> None:
-    """Params, MACs, FLOPs and activation memory, from the analytic cost model."""
+StatsBatch = Annotated[
+    Optional[int],
+    typer.Option(
+        "--batch-size",
+        min=1,
+        max=MAX_BATCH,
+        help="Batch size for activation memory and arithmetic intensity (default 1), and for predicted "
+        "speed (default: the profile's).",
+    ),
+]
+
+
+ConventionFlag = Annotated[
+    Optional[Convention],
+    typer.Option(help="What this counter prints for the model (one image, eval mode), from the IR, with its rule."),
+]
+AllConventions = Annotated[bool, typer.Option("--all", help="Every counter's numbers side by side, with their rules.")]
+
+
+def _conventions(g: nx.DiGraph[str], convention: Optional[Convention], every: bool, other: bool, as_json: bool) -> None:
+    """stats --convention / --all: what other counters print for the model, computed from the IR."""
+    if convention is not None and every:
+        raise UsageError("--convention and --all: give one of them")
+    if other:
+        raise UsageError("--convention and --all count one image: drop --batch-size and --profile")
+    counters.show(convention_report(g, NAMES if convention is None else (convention.value,)), as_json)
+
+
+def stats(
+    spec: SpecArg,
+    resolution: ResolutionFlag = None,
+    batch_size: StatsBatch = None,
+    profile: ProfilePath = None,
+    convention: ConventionFlag = None,
+    all_conventions: AllConventions = False,
+    as_json: Json = False,
+) -> None:
+    """Params, MACs, FLOPs and activation memory, from the analytic cost model; with --profile,
+    predicted images/s (inference, training), batch-1 latency and time per stage; with --convention
+    or --all, what fvcore, ptflops, thop, torchinfo or torchvision report for the model."""
     res = as_resolved(spec)
     g = as_graph(res, res.resolution.pick(resolution))
-    payload = {
-        **totals(g).as_dict(batch_size),
+    if convention is not None or all_conventions:
+        _conventions(g, convention, all_conventions, batch_size is not None or profile is not None, as_json)
+        return
+    cost_batch = batch_size or 1
+    payload: dict[str, Any] = {
+        **totals(g).as_dict(cost_batch),
         "resolution": info(g)["resolution"][0],
-        "batch_size": batch_size,
+        "batch_size": cost_batch,
         "downsampling_layers": res.downsampling_layers,
-        "mean_intensity": round(mean_intensity(g, batch_size), 3),
+        "mean_intensity": round(mean_intensity(g, cost_batch), 3),
     }
+    predicted = speed_report(g, profile, batch_size) if profile is not None else None
     if as_json:
-        render.emit_json(payload)
-    else:
-        render.stats_text(payload)
+        render.emit_json(payload if predicted is None else {**payload, "predicted": predicted})
+        return
+    render.stats_text(payload)
+    if predicted is not None:
+        shown.prediction(predicted)
 
 
 def plan(

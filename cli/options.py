@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from archspec.limits import MAX_BATCH
+from archspec.limits import MAX_BATCH, MAX_LIST_ITEMS
 
 SPEC_HELP = "A spec file (YAML) or a preset name (efficientnet-b0 ... b7)."
 RESOLUTION_HELP = "Pixels, or native, half or train (default: train)."
@@ -22,6 +22,12 @@ RESOLUTION_HELP = "Pixels, or native, half or train (default: train)."
 class Device(str, Enum):
     cpu = "cpu"
     cuda = "cuda"
+
+
+class Dtype(str, Enum):
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
 
 
 class Backend(str, Enum):
@@ -45,6 +51,17 @@ class Metric(str, Enum):
     params = "params"
 
 
+class Convention(str, Enum):
+    """A counter whose numbers `stats --convention` reproduces (archspec.conventions.NAMES)."""
+
+    archspec = "archspec"
+    fvcore = "fvcore"
+    ptflops = "ptflops"
+    thop = "thop"
+    torchinfo = "torchinfo"
+    torchvision = "torchvision"
+
+
 class GroupRounding(str, Enum):
     by_size = "size"
     by_count = "count"
@@ -66,6 +83,19 @@ class Dataset(str, Enum):
     synthetic = "synthetic"
 
 
+class ExportFormat(str, Enum):
+    onnx = "onnx"
+    torchscript = "torchscript"
+    exported_program = "exported-program"
+
+
+class OnnxExporter(str, Enum):
+    """torch.onnx.export's two exporters: dynamo=True (torch.export-based) or False (TorchScript-based)."""
+
+    dynamo = "dynamo"
+    legacy = "legacy"
+
+
 class UsageError(Exception):
     """Flags that do not go together: one line naming the command, exit 2."""
 
@@ -80,23 +110,37 @@ def count(value: str) -> int:
     try:
         number = float(text[:-1] if scale != 1.0 else text) * scale
     except ValueError:
-        raise typer.BadParameter(f"expected a count such as 390000000, 390M or 0.39G, got {value!r}") from None
+        raise typer.BadParameter(f"expected a count such as 390000000, 390M or 0.39G, got {_quoted(value)}") from None
     if not 0 < number < 1e18:
-        raise typer.BadParameter(f"must be a positive count, got {value!r}")
+        raise typer.BadParameter(f"must be a positive count, got {_quoted(value)}")
     return round(number)
+
+
+def _quoted(value: str) -> str:
+    """A flag's value as an error quotes it: short (it may be anything)."""
+    return repr(value) if len(value) <= 40 else repr(value[:36]) + "..."
 
 
 def listing(kind: Callable[[str], object], words: str) -> Callable[[str], list[object]]:
     def parse(value: str) -> list[object]:
+        if value.count(",") >= MAX_LIST_ITEMS:  # counted before any item is parsed
+            raise typer.BadParameter(f"at most {MAX_LIST_ITEMS} items, got {value.count(',') + 1}")
         items = [v.strip() for v in value.split(",") if v.strip()]
         if not items:
-            raise typer.BadParameter(f"give a comma-separated list, got {value!r}")
+            raise typer.BadParameter(f"give a comma-separated list, got {_quoted(value)}")
         try:
             return [kind(v) for v in items]
         except ValueError:
-            raise typer.BadParameter(f"expected comma-separated {words}, got {value!r}") from None
+            raise typer.BadParameter(f"expected comma-separated {words}, got {_quoted(value)}") from None
 
     return parse
+
+
+def png_file(value: str) -> Path:
+    """--plot: the figure is a PNG, and its file says so (a .txt written as PNG would mislead)."""
+    if not value.lower().endswith(".png"):
+        raise typer.BadParameter(f"the figure is a PNG: give a file name ending in .png, got {_quoted(value)}")
+    return Path(value)
 
 
 ints = listing(int, "integers")
@@ -125,7 +169,13 @@ Epochs = Annotated[Optional[float], typer.Option("--epochs", help="Epochs (defau
 MicroBatch = Annotated[int, typer.Option("--micro-batch", min=1, max=1 << 16, help="Images per micro-batch.")]
 MemoryFraction = Annotated[float, typer.Option("--memory-fraction", help="Usable share of an IPU's 900 MB.")]
 WritePath = Annotated[Optional[Path], typer.Option("--write", help="Save the result here (YAML).", metavar="FILE")]
-PlotPath = Annotated[Optional[Path], typer.Option("--plot", help="Write a PNG figure here.", metavar="FILE.png")]
+ProfilePath = Annotated[
+    Optional[Path],
+    typer.Option("--profile", help="A device profile (archspec profile): predict speed from it.", metavar="FILE.json"),
+]
+PlotPath = Annotated[
+    Optional[Path], typer.Option("--plot", parser=png_file, help="Write a PNG figure here.", metavar="FILE.png")
+]
 RecipePath = Annotated[
     Optional[Path], typer.Option("--recipe", help="A recipe YAML overriding the paper's.", metavar="FILE")
 ]

@@ -6,6 +6,7 @@ Full-size presets run on the meta device (shapes and FLOP counts without arithme
 
 from __future__ import annotations
 
+import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -80,6 +81,7 @@ def _check_module_against_ir(g, model, x) -> torch.Tensor:
     return logits
 
 
+@pytest.mark.slow  # tens of seconds: in the slow run, which CI runs too
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(spec=model_specs(), resolution=st.integers(32, 320), batch=st.integers(1, 3))
 def test_full_size_module_equals_ir_on_meta(spec, resolution, batch):

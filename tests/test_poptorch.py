@@ -113,6 +113,7 @@ def test_single_ipu_program_has_no_pipeline(tmp_path, cli):
     assert len(record["blocks"]) == 1
 
 
+@pytest.mark.slow  # tens of seconds: in the slow run, which CI runs too
 def test_train_backend_poptorch(tmp_path, cli):
     result = cli("train", SPECS / "tiny.yaml", "--backend", "poptorch", "--out", tmp_path / "run")
     assert result.code == 2

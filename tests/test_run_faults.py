@@ -52,6 +52,7 @@ def _ema(run: Path) -> dict:
     return checkpoint.load(run / "ema.pt")
 
 
+@pytest.mark.slow  # tens of seconds: in the slow run, which CI runs too
 def test_a_run_killed_before_its_first_checkpoint_resumes(tmp_path, reference):
     run = tmp_path / "run"
     proc = start_archspec(*_args(tmp_path, run, "--max-steps", "8"), cwd=tmp_path)
@@ -66,6 +67,7 @@ def test_a_run_killed_before_its_first_checkpoint_resumes(tmp_path, reference):
     assert torch.equal(_ema(run)["model"]["classifier.weight"], _ema(reference)["model"]["classifier.weight"])
 
 
+@pytest.mark.slow  # tens of seconds: in the slow run, which CI runs too
 def test_ema_left_behind_by_a_kill_between_the_two_writes_is_repaired(tmp_path, reference):
     run = tmp_path / "run"
     assert run_archspec(*_args(tmp_path, run, "--max-steps", "4"), cwd=tmp_path, timeout=600).code == 0
@@ -79,6 +81,7 @@ def test_ema_left_behind_by_a_kill_between_the_two_writes_is_repaired(tmp_path, 
     assert _ema(run)["step"] == 8 and not _same(_ema(reference)["model"], _ema(run)["model"])
 
 
+@pytest.mark.slow  # tens of seconds: in the slow run, which CI runs too
 def test_one_writer_per_run_directory(tmp_path):
     run = tmp_path / "run"
     first = start_archspec(*_args(tmp_path, run, "--max-steps", "40"), cwd=tmp_path)

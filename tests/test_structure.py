@@ -13,7 +13,7 @@ from conftest import ROOT
 
 # where each installed package lives in the tree (pyproject's package-dir mapping)
 PACKAGES = {"archspec": ROOT / "archspec", "archspec.backends": ROOT / "backends", "archspec.cli": ROOT / "cli"}
-CORE = ["spec", "resolve", "graph", "cost", "match", "resolution", "plan", "sweep"]
+CORE = ["spec", "resolve", "graph", "cost", "match", "resolution", "plan", "sweep", "conventions"]
 HEAVY = {"torch", "torchvision", "timm", "typer", "rich", "matplotlib", "numpy"}
 
 

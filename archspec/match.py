@@ -79,17 +79,7 @@ class _Coster:
 
     def block(self, b: BlockLayer) -> Cost:
         shape = self.inputs[b.name]
-        key = (
-            b.in_channels,
-            b.mid_channels,
-            b.out_channels,
-            b.kernel,
-            b.stride,
-            b.group_size,
-            b.se_channels,
-            b.expand,
-            shape,
-        )
+        key = (*b.layers_key, shape)
         if key not in self.memo:
             self.memo[key] = totals(lower_block(self.res, b, shape))
         return self.memo[key]

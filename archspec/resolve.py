@@ -147,6 +147,21 @@ class BlockLayer:
     def skip(self) -> bool:
         return self.stride == 1 and self.in_channels == self.out_channels
 
+    @property
+    def layers_key(self) -> tuple[int, int, int, int, int, int, int, bool]:
+        """What the block's layers are as built: two blocks with the same key (and input shape)
+        have the same parameters and MACs, whatever values were requested before rounding."""
+        return (
+            self.in_channels,
+            self.mid_channels,
+            self.out_channels,
+            self.kernel,
+            self.stride,
+            self.group_size,
+            self.se_channels,
+            self.expand,
+        )
+
 
 @dataclass(frozen=True)
 class ResolvedResolution:

@@ -294,20 +294,7 @@ class Candidate:
 def network_digest(res: ResolvedSpec) -> str:
     """A digest of the resolved network: the layers as built (not the values requested, which
     rounding may have mapped to the same layers), the norm, the head and the training resolution."""
-    blocks = [
-        (
-            b.in_channels,
-            b.mid_channels,
-            b.out_channels,
-            b.kernel,
-            b.stride,
-            b.group_size,
-            b.se_channels,
-            b.expand,
-            round(b.drop_path, 9),
-        )
-        for b in res.blocks
-    ]
+    blocks = [(*b.layers_key, round(b.drop_path, 9)) for b in res.blocks]
     described = {
         "stem": asdict(res.stem),
         "blocks": blocks,

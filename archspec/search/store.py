@@ -9,6 +9,7 @@ lock die with the process that holds them, so a killed worker never leaves one b
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -64,11 +65,10 @@ def worker_alive(worker: str) -> Optional[bool]:
     if host != socket.gethostname():
         return None
     try:
-        os.kill(int(pid), 0)
+        with contextlib.suppress(PermissionError):  # a live process of another user: its start time decides
+            os.kill(int(pid), 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        pass
     return started == _process_start(int(pid))
 
 

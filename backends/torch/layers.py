@@ -19,7 +19,7 @@ class SqueezeExcite(nn.Module):
     def __init__(self, channels: int, reduced: int, activation: str) -> None:
         super().__init__()
         self.conv_reduce = nn.Conv2d(channels, reduced, 1, bias=True)
-        self.act1 = make_activation(activation)
+        self.act1 = make_activation(activation, inplace=True)
         self.conv_expand = nn.Conv2d(reduced, channels, 1, bias=True)
         self.gate = nn.Sigmoid()
 

@@ -5,7 +5,7 @@ ProxyNormAct serve every normalization an IR `norm` node can ask for (backends/t
 picks the class off the node), so blocks never know which they use. As in timm's BatchNormAct2d,
 the activation lives inside the norm layer (child `act`), which lets proxy normalization reach the
 affine gamma, beta it needs. They subclass torch's own norms so that tools which look for those
-find them; convert_sync_batchnorm and fuse_conv_bn know about the activation inside.
+find them; convert_sync_batchnorm and fast.fold_batchnorm know about the activation inside.
 
 Proxy normalization (paper eq. 4; Labatie et al., 2021): after y = gamma * x_hat + beta and
 z = phi(y), PN returns (z - E[phi(gamma Y~ + beta)]) / sqrt(Var[phi(gamma Y~ + beta)] + eps~)
@@ -16,7 +16,6 @@ quadrature otherwise), so the per-element work is the single multiply-add `phi(y
 
 # No `from __future__ import annotations` here: torch.jit.script reads the class-level annotations
 # of buffers (ProxyMoments') as types, and cannot resolve the string 'torch.Tensor'.
-import itertools
 import math
 from typing import Any
 
@@ -35,8 +34,14 @@ PANEL_NODES = 32
 Z_MAX = 9.0
 
 
-def make_activation(name: str) -> nn.Module:
-    return {"silu": nn.SiLU, "relu": nn.ReLU, "gelu": nn.GELU}[name]()
+def make_activation(name: str, inplace: bool = False) -> nn.Module:
+    """The activation `name`; `inplace` where it runs on a tensor nobody else reads (a norm's fresh
+    output): no second activation-sized allocation per layer. On a CPU a large allocation is a
+    fresh mmap whose pages fault in as they are written, which made the out-of-place activation
+    cost twice the in-place one (timm's norm+act layers run in place; issue 21)."""
+    if name == "gelu":  # nn.GELU has no in-place form
+        return nn.GELU()
+    return {"silu": nn.SiLU, "relu": nn.ReLU}[name](inplace=inplace)
 
 
 def _normal_pdf(x: torch.Tensor) -> torch.Tensor:
@@ -111,7 +116,7 @@ class BatchNormAct2d(nn.BatchNorm2d):
         self, num_features: int, eps: float = 1e-3, momentum: float = 0.01, activation: str | None = None
     ) -> None:
         super().__init__(num_features, eps=eps, momentum=momentum)
-        self.act = make_activation(activation) if activation else nn.Identity()
+        self.act = make_activation(activation, inplace=True) if activation else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # BatchNorm2d.forward, written out: TorchScript cannot call super()
@@ -130,7 +135,7 @@ class GroupNormAct(nn.GroupNorm):
 
     def __init__(self, num_channels: int, num_groups: int, eps: float = 1e-3, activation: str | None = None) -> None:
         super().__init__(num_groups, num_channels, eps=eps)
-        self.act = make_activation(activation) if activation else nn.Identity()
+        self.act = make_activation(activation, inplace=True) if activation else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps))
@@ -161,7 +166,8 @@ class ProxyNormAct(GroupNormAct):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act(F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps))
         scale, shift = self.proxy_scale_shift()
-        return x * scale.to(x.dtype)[:, None, None] + shift.to(x.dtype)[:, None, None]
+        # one fused multiply-add: one output allocation rather than two
+        return torch.addcmul(shift.to(x.dtype)[:, None, None], x, scale.to(x.dtype)[:, None, None])
 
 
 def norm_act(
@@ -231,20 +237,6 @@ def convert_sync_batchnorm(module: nn.Module) -> nn.Module:
     for name, child in module.named_children():
         module.add_module(name, convert_sync_batchnorm(child))
     return module
-
-
-def fuse_conv_bn(model: nn.Module) -> nn.Module:
-    """For inference: every conv followed by a BatchNormAct2d becomes one conv with the BN folded
-    into its weights and bias (torch.nn.utils.fusion), the BN layer its activation alone. archspec's
-    layers register their children in the order they run, so a conv's BN is its next sibling."""
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
-    for parent in list(model.modules()):
-        for (conv_name, conv), (bn_name, bn) in itertools.pairwise(list(parent.named_children())):
-            if isinstance(conv, nn.Conv2d) and isinstance(bn, BatchNormAct2d):
-                parent.add_module(conv_name, fuse_conv_bn_eval(conv.eval(), bn.eval()))
-                parent.add_module(bn_name, bn.act)
-    return model
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:

@@ -84,10 +84,14 @@ def step_seconds(
 ) -> float:
     """Median seconds per batch, the step `archspec bench` times, after two warm-up steps."""
     from archspec.backends.torch.bench import _inputs, _step, _timed
+    from archspec.backends.torch.fast import FastPaths
     from archspec.backends.torch.model import model_from_graph
 
     g = as_graph(spec)
-    model, x, y = _inputs(model_from_graph(g, seed=0), device, batch, spec["resolution"]["train"], train, 3, 1000)
+    paths = FastPaths(channels_last=device == "cuda")
+    model, _, x, y, _ = _inputs(
+        model_from_graph(g, seed=0), device, batch, spec["resolution"]["train"], train, 3, 1000, paths
+    )
     for _ in range(2):
         _step(model, model, x, y, train)
     if device == "cuda":

@@ -10,7 +10,7 @@ import typer
 
 from archspec.limits import MAX_BATCH
 
-from .options import ExportFormat, Json, OnnxExporter, ResolutionFlag, Weights
+from .options import ChannelsLast, ExportFormat, Json, OnnxExporter, ResolutionFlag, Weights
 from .render import emit_json, warn
 from .render import export as shown
 
@@ -39,6 +39,9 @@ WeightsFlag = Annotated[
 ]
 BatchSize = Annotated[int, typer.Option(min=1, max=MAX_BATCH, help="The batch of the exported graph and the check.")]
 Seed = Annotated[int, typer.Option(min=0, help="A spec's initial weights.")]
+FoldFlag = Annotated[
+    bool, typer.Option("--fold/--no-fold", help="Fold BN into the conv before it (the inference form).")
+]
 Tolerance = Annotated[
     Optional[float], typer.Option(min=0, metavar="X", help="Largest |exported - eager| on the logits (default 1e-4).")
 ]
@@ -55,6 +58,8 @@ def export(
     batch_size: BatchSize = 1,
     seed: Seed = 0,
     tolerance: Tolerance = None,
+    fold: FoldFlag = True,
+    channels_last: ChannelsLast = False,
     as_json: Json = False,
 ) -> None:
     """Write the model (a run's trained weights, or a spec's initial ones) as ONNX, TorchScript or an
@@ -73,13 +78,12 @@ def export(
         batch_size=batch_size,
         seed=seed,
         tolerance=TOLERANCE if tolerance is None else tolerance,
+        fold=fold,
+        channels_last=channels_last,
     )
     for message in payload["warnings"]:
         warn(message)
-    if as_json:
-        emit_json(payload)
-    else:
-        shown.export_summary(payload)
+    emit_json(payload) if as_json else shown.export_summary(payload)
     if not payload["ok"]:
         shown.check_failed(payload)
         raise typer.Exit(1)

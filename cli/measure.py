@@ -12,7 +12,19 @@ from archspec.api import as_resolved
 from archspec.atomic import check_writable
 
 from . import render
-from .options import Device, DeviceFlag, Dtype, Json, PlotPath, ResolutionFlag, SpecArg, UsageError
+from .options import (
+    ChannelsLast,
+    Compiled,
+    Device,
+    DeviceFlag,
+    Dtype,
+    Fold,
+    Json,
+    PlotPath,
+    ResolutionFlag,
+    SpecArg,
+    UsageError,
+)
 from .render import measure as shown
 
 PerLayer = Annotated[
@@ -23,18 +35,24 @@ Train = Annotated[bool, typer.Option("--train", help="Time forward + backward in
 Steps = Annotated[int, typer.Option(min=1, max=10_000, help="Timed batches (after warm-up).")]
 
 
-def _per_layer(spec: str, device: Device, train: bool, batch: int, resolution: Optional[str], steps: int) -> dict:
+def _per_layer(
+    spec: str, device: Device, train: bool, batch: int, resolution: Optional[str], steps: int, vs_timm: bool
+) -> dict:
     from archspec.backends.torch.bench import per_layer
 
-    return per_layer(as_resolved(spec), device.value, batch, resolution, train, steps)
+    return per_layer(as_resolved(spec), device.value, batch, resolution, train, steps, vs_timm=vs_timm)
 
 
 def bench(
     spec: SpecArg,
     device: DeviceFlag = Device.cpu,
     train: Train = False,
-    compiled: Annotated[bool, typer.Option("--compile", help="torch.compile the model first.")] = False,
-    vs_timm: Annotated[bool, typer.Option("--vs-timm", help="Also time timm's equivalent EfficientNet.")] = False,
+    compiled: Compiled = False,
+    channels_last: ChannelsLast = False,
+    fold: Fold = False,
+    vs_timm: Annotated[
+        bool, typer.Option("--vs-timm", help="Also time timm's equivalent EfficientNet, in turn, in the same mode.")
+    ] = False,
     per_layer: PerLayer = False,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=1 << 16)] = 16,
     resolution: ResolutionFlag = None,
@@ -44,23 +62,25 @@ def bench(
 ) -> None:
     """Measured throughput (images/s) of the compiled model on this machine; --per-layer: the time
     of every layer against its MACs and arithmetic intensity."""
-    if per_layer and (compiled or vs_timm):
-        raise UsageError("--per-layer times the eager model: it goes without --compile and --vs-timm")
+    if per_layer and (compiled or fold or channels_last):
+        raise UsageError("--per-layer times the eager model: it goes without --compile, --fold and --channels-last")
     if plot is not None and not per_layer:
         raise UsageError("--plot draws the per-layer roofline: it goes with --per-layer")
     if plot is not None:
         check_writable(plot, "plot")
     if per_layer:
-        payload = _per_layer(spec, device, train, batch_size, resolution, steps)
+        payload = _per_layer(spec, device, train, batch_size, resolution, steps, vs_timm)
         shown.per_layer(payload, plot, as_json)
         return
     from archspec.backends.torch.bench import bench as measure
+    from archspec.backends.torch.fast import FastPaths
 
-    payload = measure(as_resolved(spec), device.value, batch_size, resolution, train, compiled, vs_timm, steps)
+    paths = FastPaths(channels_last=channels_last, compiled=compiled, fold=fold)
+    payload = measure(as_resolved(spec), device.value, batch_size, resolution, train, paths, vs_timm, steps)
     if as_json:
         render.emit_json(payload)
     else:
-        render.bench_text(payload)
+        shown.bench_text(payload)
 
 
 def profile(

@@ -96,6 +96,13 @@ class OnnxExporter(str, Enum):
     legacy = "legacy"
 
 
+ChannelsLast = Annotated[
+    bool, typer.Option("--channels-last", help="Run the model and its inputs in channels_last memory format.")
+]
+Compiled = Annotated[bool, typer.Option("--compile", help="torch.compile the model first (exit 2 where it cannot).")]
+Fold = Annotated[bool, typer.Option("--fold", help="Inference: fold BN into the conv before it.")]
+
+
 class UsageError(Exception):
     """Flags that do not go together: one line naming the command, exit 2."""
 

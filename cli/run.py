@@ -10,10 +10,13 @@ import typer
 from archspec.limits import MAX_BATCH
 
 from .options import (
+    ChannelsLast,
+    Compiled,
     Dataset,
     Device,
     DeviceFlag,
     Epochs,
+    Fold,
     Json,
     MaxSteps,
     Nproc,
@@ -79,6 +82,8 @@ def train(
     stages: Stages = 2,
     schedule: ScheduleFlag = Schedule.gpipe,
     sync_bn: SyncBn = None,
+    channels_last: ChannelsLast = False,
+    compiled: Compiled = False,
 ) -> None:
     """Train SPEC with the paper's recipe (RMSProp-TF, EMA, Mixup+CutMix) on --data or synthetic images."""
     from archspec.runner.options import TrainOptions
@@ -89,7 +94,8 @@ def train(
         raise UsageError("--data and --dataset synthetic exclude each other")
     out = out if out is not None else Path("runs") / load_spec(spec).name
     given = (data, resolution, epochs, max_steps, batch_size, accum, device.value, recipe, resume, seed, backend.value)
-    options = TrainOptions(spec, out, *given, stages, schedule.value, sync_bn)
+    # without --channels-last, the recipe's default (channels_last on a GPU)
+    options = TrainOptions(spec, out, *given, stages, schedule.value, sync_bn, channels_last or None, compiled)
     summary = run_training(options, nproc)
     if summary is not None:
         render.train_summary(summary, out)
@@ -105,12 +111,16 @@ def finetune(
     nproc: Nproc = 1,
     force: Force = False,
     batch_size: GlobalBatch = None,
+    channels_last: ChannelsLast = False,
+    compiled: Compiled = False,
 ) -> None:
     """Fine-tune the last blocks of a run at a test resolution, from its EMA weights (SGD, cosine from 0.25)."""
     from archspec.runner.finetune import run as run_finetune
     from archspec.runner.options import FinetuneOptions
 
-    options = FinetuneOptions(run, resolution, blocks, epochs, max_steps, device.value, force, batch_size)
+    options = FinetuneOptions(
+        run, resolution, blocks, epochs, max_steps, device.value, force, batch_size, channels_last, compiled
+    )
     render.finetune_summary(run_finetune(options, nproc))
 
 
@@ -119,12 +129,17 @@ def eval_(
     resolutions: Resolutions,
     weights: WeightsFlag = Weights.auto,
     device: DeviceFlag = Device.cpu,
+    channels_last: ChannelsLast = False,
+    compiled: Compiled = False,
+    fold: Fold = False,
     as_json: Json = False,
 ) -> None:
     """Top-1 and top-5 of a run at each test resolution (warns where r_test != r_train mod 2^n)."""
+    from archspec.backends.torch.fast import FastPaths
     from archspec.runner.evaluate import evaluate_run
 
-    payload, warnings = evaluate_run(run, resolutions, weights.value, device.value)
+    paths = FastPaths(channels_last=channels_last, compiled=compiled, fold=fold)
+    payload, warnings = evaluate_run(run, resolutions, weights.value, device.value, paths=paths)
     for message in warnings:
         warn(message)
     if as_json:

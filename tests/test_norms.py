@@ -244,7 +244,8 @@ def test_convert_sync_batchnorm_converts_every_bn_and_keeps_the_activation():
 
 
 def test_conv_bn_folding_keeps_the_outputs():
-    from archspec.backends.torch.norms import BatchNormAct2d, fuse_conv_bn
+    from archspec.backends.torch.fast import fold_batchnorm
+    from archspec.backends.torch.norms import BatchNormAct2d
 
     model = _bn_model()
     with torch.no_grad():  # running statistics that are not the identity
@@ -254,7 +255,7 @@ def test_conv_bn_folding_keeps_the_outputs():
                 m.running_var.uniform_(0.5, 2)
         x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
         before = model(x)
-        fused = fuse_conv_bn(model)
+        fused, _ = fold_batchnorm(model)
         after = fused(x)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
     torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-5)

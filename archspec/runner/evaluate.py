@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from ..backends.torch.fast import FastPaths, prepare
 from ..errors import SpecError
 from ..limits import check_resolution
 from ..resolution import congruence_warnings, congruent
@@ -19,6 +20,7 @@ from ..spec import load_spec
 from .checkpoint import model_with_weights
 from .data import Transformed, collate, eval_batches, open_splits, val_transform
 from .distributed import autocast, session, to_device
+from .loop import check_fast_paths
 from .recipe import load_recipe
 from .rundir import RunDir
 
@@ -78,10 +80,18 @@ def _described(run: RunDir, kind: str, resolution: int, train_resolution: int) -
 
 
 def evaluate_run(
-    path: Path, resolutions: list[int], weights: str = "auto", device: str = "cpu", batch_size: int = 100
+    path: Path,
+    resolutions: list[int],
+    weights: str = "auto",
+    device: str = "cpu",
+    batch_size: int = 100,
+    paths: Optional[FastPaths] = None,
 ) -> tuple[dict[str, Any], list[str]]:
     """Top-1/top-5 at each resolution, each with the weights that belong to it (see weights_for),
-    and the congruence warnings for the resolutions asked for."""
+    and the congruence warnings for the resolutions asked for; `paths`: channels_last, compile
+    and BN folding (inference only, so all three apply)."""
+    paths = paths or FastPaths()
+    check_fast_paths("torch", device, paths.compiled, paths.channels_last)
     run = RunDir(path)
     for r in resolutions:
         check_resolution(r, "resolutions")
@@ -98,8 +108,9 @@ def evaluate_run(
         results = []
         for r, (kind, file) in chosen.items():
             if file not in models:
-                models[file] = model_with_weights(spec, file, f"{kind} weights", ctx.device)
-            top1, top5, count = evaluate(models[file], val_set, r, batch_size, ctx.device)
+                loaded = model_with_weights(spec, file, f"{kind} weights", ctx.device)
+                models[file] = prepare(loaded, paths, device)[1]
+            top1, top5, count = evaluate(models[file], val_set, r, batch_size, ctx.device, paths.channels_last)
             results.append(
                 {
                     "resolution": r,

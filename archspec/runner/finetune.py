@@ -32,7 +32,7 @@ from . import checkpoint
 from .data import GlobalBatches, Transformed, default_workers, open_splits, val_transform
 from .distributed import Context, barrier, launch, session, under_launcher
 from .evaluate import evaluate
-from .loop import DataParallel, StepData, Trainer, data_parallel, fit
+from .loop import DataParallel, StepData, Trainer, check_fast_paths, compiled, data_parallel, fit
 from .metrics import Reporter
 from .optim import smoothed_cross_entropy
 from .options import FinetuneOptions
@@ -86,6 +86,7 @@ def run(opts: FinetuneOptions, nproc: int = 1) -> dict[str, Any]:
     """Fine-tune as the options say, in `nproc` processes; the summary."""
     run_dir = RunDir(opts.run)
     check_target(run_dir, opts)
+    check_fast_paths("torch", opts.device, opts.compile, opts.channels_last)
     if nproc > 1 and not under_launcher():
         with run_dir.writing():
             launch("finetune", opts.as_dict(), nproc, run_dir.path)
@@ -202,7 +203,11 @@ def _trainer(
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr, momentum=ft.momentum)
     # cosine from ft.lr to 0 over the run
     scheduler = CosineLRScheduler(optimizer, t_initial=total, lr_min=0.0, t_in_epochs=False)
-    strategy = DataParallel(ctx, data_parallel(model, ctx), smoothed_cross_entropy(ft.label_smoothing), seed=seed)
+    if opts.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    wrapped = compiled(data_parallel(model, ctx), opts.compile)
+    loss = smoothed_cross_entropy(ft.label_smoothing)
+    strategy = DataParallel(ctx, wrapped, loss, seed=seed, channels_last=opts.channels_last)
     step_data = StepData(
         Transformed(train_set, val_transform(opts.resolution), seed), sampler, default_workers(recipe.num_workers), seed
     )

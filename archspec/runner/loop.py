@@ -25,7 +25,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 
-from ..errors import Diverged
+from ..errors import Diverged, SpecError
 from .data import GlobalBatches, Transformed, collate
 from .distributed import Context, autocast, gather_to_main, mean_over_ranks, to_device
 from .metrics import Reporter
@@ -110,6 +110,27 @@ class DataParallel:
 
     def full_state(self, module: nn.Module) -> Optional[dict[str, torch.Tensor]]:
         return module.state_dict() if self.ctx.main else None
+
+
+def check_fast_paths(backend: str, device: str, compile: bool, channels_last: Optional[bool]) -> None:
+    """--compile and --channels-last where they can run: one line (exit 2) before any work, never a
+    silent fall-back to eager."""
+    if compile and backend != "torch":
+        raise SpecError(f"--compile goes with --backend torch, not {backend}", parameter="compile")
+    if channels_last and backend == "poptorch":
+        raise SpecError(
+            "--channels-last goes with the torch backends; PopTorch lays out memory itself", parameter="channels_last"
+        )
+    if compile:
+        from ..backends.torch.fast import require_compiler
+
+        require_compiler(device)
+
+
+def compiled(model: nn.Module, compile: bool) -> nn.Module:
+    """The module a step calls: torch.compile'd with --compile. The uncompiled module keeps the
+    weights and is what checkpoints and EMA read, so their parameter names do not change."""
+    return torch.compile(model) if compile else model  # type: ignore[return-value]
 
 
 def data_parallel(model: nn.Module, ctx: Context, sync_bn: bool = False) -> nn.Module:

@@ -26,6 +26,9 @@ class TrainOptions:
     stages: int = 2
     schedule: str = "gpipe"
     sync_bn: Optional[bool] = None  # BN statistics across processes; default: on where BN meets several
+    # fast paths (backends/torch/fast.py): how this invocation runs, not what the run is; --resume may change them
+    channels_last: Optional[bool] = None  # default: the recipe's (on a GPU)
+    compile: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
@@ -60,6 +63,8 @@ class FinetuneOptions:
     device: str = "cpu"
     force: bool = False  # replace an earlier fine-tune at the same resolution
     batch_size: Optional[int] = None  # the global batch; default: the recipe's (512, the paper's)
+    channels_last: bool = False
+    compile: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}

@@ -30,7 +30,7 @@ from . import checkpoint
 from .data import GlobalBatches, Transformed, default_workers, open_splits, train_transform
 from .distributed import Context, barrier, gather_to_main, launch, session, under_launcher
 from .evaluate import evaluate
-from .loop import DataParallel, StepData, Trainer, data_parallel, fit
+from .loop import DataParallel, StepData, Trainer, check_fast_paths, compiled, data_parallel, fit
 from .metrics import Reporter
 from .optim import loss_and_mix, make_optimizer, step_schedule, weight_average
 from .options import TrainOptions
@@ -49,6 +49,7 @@ def run(opts: TrainOptions, nproc: int = 1) -> Optional[dict[str, Any]]:
         raise SpecError(
             f"goes with --backend torch; {opts.backend} runs one process per stage (--stages)", parameter="nproc"
         )
+    check_fast_paths(opts.backend, opts.device, opts.compile, opts.channels_last)
     if opts.backend == "poptorch":
         from ..backends.poptorch.train import run_ipu
 
@@ -197,6 +198,8 @@ def _inputs(opts: TrainOptions, run: RunDir) -> tuple[TrainOptions, ModelSpec, R
         device=opts.device,
         epochs=opts.epochs if opts.epochs is not None else kept.epochs,
         max_steps=opts.max_steps if opts.max_steps is not None else kept.max_steps,
+        channels_last=opts.channels_last,
+        compile=opts.compile,
     )
     recipe = load_recipe(run.recipe, {"epochs": kept.epochs} if opts.epochs is not None else None)
     return kept, load_spec(run.spec), recipe
@@ -282,13 +285,13 @@ def _strategy(s: Setup, ctx: Context, model: nn.Module, groups: list[dict[str, A
         s.info.plan = plan.as_dict()
         return Pipelined(runner, mix, opts.seed), model, stage_parameter_groups(groups, runner)
     gpu = ctx.device.type == "cuda"
-    channels_last = gpu and recipe.channels_last_on_gpu
+    channels_last = opts.channels_last if opts.channels_last is not None else gpu and recipe.channels_last_on_gpu
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     s.info.sync_bn = ctx.distributed and s.spec.norm.type == "bn" and opts.sync_bn is not False
     if s.info.sync_bn:
         s.notes.append(f"BN statistics are synchronised across the {ctx.world} processes (--no-sync-bn: per process)")
-    wrapped = data_parallel(model, ctx, s.info.sync_bn)
+    wrapped = compiled(data_parallel(model, ctx, s.info.sync_bn), opts.compile)
     precision = torch.bfloat16 if gpu and recipe.bf16_on_gpu else None
     return DataParallel(ctx, wrapped, loss, mix, opts.seed, precision, channels_last), model, groups
 

@@ -75,6 +75,7 @@ class Evaluator:
 
     def _measured(self, cand: Candidate, wanted: list[str]) -> dict[str, float]:
         from ..backends.torch.bench import bench
+        from ..backends.torch.fast import FastPaths
 
         m = self.search.file.measure
         out: dict[str, float] = {}
@@ -84,7 +85,8 @@ class Evaluator:
             ("measured_latency_ms", False, 1),
         ):
             if name in wanted:
-                timed = bench(cand.resolved, m.device, batch, None, train, False, False, m.steps)["archspec"]
+                paths = FastPaths(channels_last=m.device == "cuda")  # as the runner trains on a GPU
+                timed = bench(cand.resolved, m.device, batch, None, train, paths, False, m.steps)["archspec"]
                 out[name] = timed["seconds_per_batch"] * 1e3 if name.endswith("_ms") else timed["images_per_s"]
         return out
 

@@ -6,7 +6,7 @@ import math
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Optional
 
@@ -20,19 +20,28 @@ from archspec.graph import Node, build_graph, info, layers
 from archspec.presets import B0_STAGES, SCALING
 from archspec.resolve import ResolvedSpec
 
+from .fast import FastPaths, check, prepare, to_memory_format
 from .profile import require_device
+
+EAGER = FastPaths()
 
 
 def _inputs(
-    model: nn.Module, device: str, batch: int, resolution: int, train: bool, in_channels: int, classes: int
-) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
-    """The model on `device` in train or eval mode, a random batch and labels (channels_last on a GPU)."""
+    model: nn.Module,
+    device: str,
+    batch: int,
+    resolution: int,
+    train: bool,
+    in_channels: int,
+    classes: int,
+    paths: FastPaths = EAGER,
+) -> tuple[nn.Module, nn.Module, torch.Tensor, torch.Tensor, int]:
+    """The model on `device` in train or eval mode with the fast paths applied, as (the module, what
+    to call, BN layers folded), a random batch in the model's memory format, and labels."""
     model = model.to(device).train(train)
-    x = torch.randn(batch, in_channels, resolution, resolution, device=device)
-    if device == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
-    return model, x, torch.randint(0, classes, (batch,), device=device)
+    model, run, folded = prepare(model, paths, device)
+    x = to_memory_format(torch.randn(batch, in_channels, resolution, resolution, device=device), paths.channels_last)
+    return model, run, x, torch.randint(0, classes, (batch,), device=device), folded
 
 
 def _step(model: nn.Module, run: Callable[..., Any], x: torch.Tensor, y: torch.Tensor, train: bool) -> None:
@@ -57,30 +66,85 @@ def _timed(fn: Any, device: str, clock: Callable[[], float] = time.perf_counter)
     return clock() - t0
 
 
+WARMUP_STEPS = 2  # after the first batch (which compiles, with --compile), untimed
+
+
+@dataclass
+class _Contestant:
+    """One model as `bench` times it: prepared once, then stepped in turn with the others."""
+
+    model: nn.Module
+    run: nn.Module
+    x: torch.Tensor
+    y: torch.Tensor
+    folded: int
+    first_s: float = 0.0
+    times: list[float] = field(default_factory=list)
+
+    def once(self, device: str, train: bool) -> float:
+        return _timed(lambda: _step(self.model, self.run, self.x, self.y, train), device)
+
+    def summary(self, batch: int) -> dict[str, float]:
+        median = statistics.median(self.times)
+        return {
+            "seconds_per_batch": median,
+            "images_per_s": batch / median,
+            "first_batch_s": self.first_s,
+            # the spread of the timed batches: interquartile range over the median
+            "spread": _iqr(self.times) / median,
+        }
+
+
+def _iqr(values: list[float]) -> float:
+    if len(values) < 2:
+        return 0.0
+    q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q3 - q1
+
+
+def interleaved(
+    models: dict[str, nn.Module],
+    device: str,
+    batch: int,
+    resolution: int,
+    train: bool,
+    paths: FastPaths,
+    steps: int,
+    in_channels: int = 3,
+    classes: int = 1000,
+) -> dict[str, _Contestant]:
+    """Every model timed over `steps` batches, taken in turn (A B A B ...) so that each sees the
+    same machine: on a shared, noisy one the ratio of neighbouring batches is what can be trusted,
+    not two runs minutes apart. Each model first runs one batch (it compiles, with --compile) and
+    WARMUP_STEPS more, untimed."""
+    contestants = {}
+    for name, model in models.items():
+        m, run, x, y, folded = _inputs(model, device, batch, resolution, train, in_channels, classes, paths)
+        contestants[name] = _Contestant(m, run, x, y, folded)
+    for c in contestants.values():
+        c.first_s = c.once(device, train)
+        for _ in range(WARMUP_STEPS):
+            c.once(device, train)
+    for _ in range(steps):
+        for c in contestants.values():
+            c.times.append(c.once(device, train))
+    return contestants
+
+
 def measure(
     model: nn.Module,
     device: str,
     batch: int,
     resolution: int,
     train: bool,
-    compiled: bool,
+    paths: FastPaths,
     steps: int,
     in_channels: int = 3,
     classes: int = 1000,
 ) -> dict[str, float]:
     """Median seconds per batch after warm-up (forward, or forward + backward with --train)."""
-    model, x, y = _inputs(model, device, batch, resolution, train, in_channels, classes)
-    run = torch.compile(model) if compiled else model
-
-    def once() -> float:
-        return _timed(lambda: _step(model, run, x, y, train), device)
-
-    first = once()
-    for _ in range(2):
-        once()
-    times = [once() for _ in range(steps)]
-    median = statistics.median(times)
-    return {"seconds_per_batch": median, "images_per_s": batch / median, "first_batch_s": first}
+    timed = interleaved({"model": model}, device, batch, resolution, train, paths, steps, in_channels, classes)
+    return timed["model"].summary(batch)
 
 
 def _timm_norm_layer(res: ResolvedSpec) -> Any:
@@ -98,9 +162,16 @@ def _timm_norm_layer(res: ResolvedSpec) -> Any:
     return None
 
 
+def _drop_path_rate(res: ResolvedSpec) -> float:
+    """The spec's drop-path rate: block i of N drops with rate * i / N, in archspec as in timm."""
+    n = len(res.blocks)
+    return res.blocks[-1].drop_path * n / (n - 1) if n > 1 else 0.0
+
+
 def _timm_efficientnet(res: ResolvedSpec, norm_layer: Any) -> nn.Module:
     """timm's EfficientNet class built from the preset's stage table in timm's block notation,
-    with the spec's expansion ratio, group size and norm (timm's presets fix E = 6 and BN)."""
+    with the spec's expansion ratio, group size, norm, dropout and drop path (timm's presets fix
+    E = 6 and BN), so that training steps do the same work."""
     from timm.models._efficientnet_builder import decode_arch_def, round_channels
     from timm.models.efficientnet import EfficientNet
 
@@ -121,6 +192,8 @@ def _timm_efficientnet(res: ResolvedSpec, norm_layer: Any) -> nn.Module:
         act_layer=nn.SiLU,
         norm_layer=norm_layer,
         num_classes=res.num_classes,
+        drop_rate=res.dropout,
+        drop_path_rate=_drop_path_rate(res),
     )
 
 
@@ -153,40 +226,60 @@ def timm_equivalent(res: ResolvedSpec, params: int) -> tuple[Optional[nn.Module]
     return model, f"timm {described}"
 
 
+def _ratio(ours: list[float], theirs: list[float]) -> dict[str, float]:
+    """archspec's speed over timm's, batch by batch (neighbours in time): the median and the
+    quartiles of the per-pair ratios."""
+    ratios = sorted(t / o for o, t in zip(ours, theirs))
+    q1, _, q3 = statistics.quantiles(ratios, n=4, method="inclusive") if len(ratios) > 1 else (ratios[0],) * 3
+    return {"median": statistics.median(ratios), "q1": q1, "q3": q3, "min": ratios[0], "max": ratios[-1]}
+
+
 def bench(
     res: ResolvedSpec,
     device: str,
     batch: int,
     resolution: int | str | None,
     train: bool,
-    compiled: bool,
+    paths: FastPaths,
     vs_timm: bool,
     steps: int,
 ) -> dict[str, Any]:
-    """Images/s of the spec's model at `resolution` (pixels, native, half or train), and of timm's
-    equivalent if asked."""
+    """Images/s of the spec's model at `resolution` (pixels, native, half or train) with the fast
+    paths asked for, and of timm's equivalent in the same mode if asked, timed in turn."""
     from .model import model_from_graph
 
     require_device(device)
+    check(paths, device, train)
     resolution = res.resolution.pick(resolution)
     model = model_from_graph(build_graph(res))
     params = sum(p.numel() for p in model.parameters())
-    shape = dict(in_channels=res.in_channels, classes=res.num_classes)
+    models: dict[str, nn.Module] = {"archspec": model}
+    note = None
+    if vs_timm:
+        reference, note = timm_equivalent(res, params)
+        if reference is not None:
+            models["timm"] = reference
+    timed = interleaved(models, device, batch, resolution, train, paths, steps, res.in_channels, res.num_classes)
     result: dict[str, Any] = {
         "name": res.name,
         "device": device,
         "batch_size": batch,
         "resolution": resolution,
         "mode": "train" if train else "inference",
-        "compiled": compiled,
+        "compiled": paths.compiled,
+        "channels_last": paths.channels_last,
+        "fold": paths.fold,
+        "fast_paths": paths.describe(),
+        "steps": steps,
         "params": params,
-        "archspec": measure(model, device, batch, resolution, train, compiled, steps, **shape),
+        **{name: c.summary(batch) for name, c in timed.items()},
     }
-    if vs_timm:
-        reference, note = timm_equivalent(res, params)
+    if paths.fold:
+        result["folded"] = {name: c.folded for name, c in timed.items()}
+    if note is not None:
         result["timm_note"] = note
-        if reference is not None:
-            result["timm"] = measure(reference, device, batch, resolution, train, compiled, steps, **shape)
+    if "timm" in timed:
+        result["ratio"] = _ratio(timed["archspec"].times, timed["timm"].times)
     return result
 
 
@@ -226,6 +319,7 @@ class _Marks:
 
     def __init__(self, model: nn.Module, paths: list[str], clock: _Clock, backward: bool) -> None:
         self.clock = clock
+        self.paths = set(paths)
         self.at: dict[tuple[str, str], Any] = {}
         self.order: list[tuple[str, str]] = []  # the marks in the order they were taken
         self.handles: list[Any] = []
@@ -299,7 +393,7 @@ def _node_times(g: nx.DiGraph[str], marks: _Marks, backward: bool) -> NodeTimes:
     out: NodeTimes = {}
     for name, d in layers(g):
         m = d["module"]
-        if m is None:
+        if m is None or m not in marks.paths:
             continue
         paths = (m, d["unit"]) if d["op"] == "add" else (m,)
         fwd = sum(own.get((p, "fwd"), 0.0) for p in paths)
@@ -314,11 +408,17 @@ def _node_times(g: nx.DiGraph[str], marks: _Marks, backward: bool) -> NodeTimes:
 
 
 def _layer_step(
-    g: nx.DiGraph[str], model: nn.Module, x: torch.Tensor, y: torch.Tensor, train: bool, clock: Callable[[], float]
+    g: nx.DiGraph[str],
+    model: nn.Module,
+    hooked: list[str],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    train: bool,
+    clock: Callable[[], float],
 ) -> tuple[NodeTimes, float]:
     """One step with every module's boundaries timestamped: per-node times, and the step's time."""
     device = x.device.type
-    marks = _Marks(model, _hooked_paths(g), _Clock(device, clock), backward=train)
+    marks = _Marks(model, hooked, _Clock(device, clock), backward=train)
     try:
         wall = _timed(lambda: _step(model, model, x, y, train), device, clock)
         return _node_times(g, marks, train), wall
@@ -334,28 +434,50 @@ class LayerTimes:
     sums_s: list[float]  # each timed step's per-node times, summed
 
 
+def _out_of_place(model: nn.Module, paths: list[str]) -> None:
+    """A backward hook wraps its module's input in a view that an in-place activation may not
+    change; with backward hooks, the hooked activations run out of place (docs/speed.md)."""
+    modules = dict(model.named_modules())
+    for path in paths:
+        if getattr(modules[path], "inplace", False):
+            modules[path].inplace = False
+
+
 def layer_times(
-    g: nx.DiGraph[str], device: str, batch: int, train: bool, steps: int, clock: Callable[[], float] = time.perf_counter
+    g: nx.DiGraph[str],
+    device: str,
+    batch: int,
+    train: bool,
+    steps: int,
+    clock: Callable[[], float] = time.perf_counter,
+    model: Optional[nn.Module] = None,
 ) -> LayerTimes:
     """Every IR node's time over `steps` timed steps, and plain steps taken alternately so that
     both see the same machine. `clock` times a CPU (wall time; a thread's CPU time on a shared
-    machine, benchmarks/)."""
+    machine, benchmarks/). `model`: another implementation of the same network whose modules
+    carry the IR's names (timm's EfficientNet); nodes it has no module for are left out."""
     from .model import model_from_graph
 
     res = info(g)["resolved"]
-    model, x, y = _inputs(
-        model_from_graph(g, seed=0), device, batch, info(g)["resolution"][0], train, res.in_channels, res.num_classes
+    model = model_from_graph(g, seed=0) if model is None else model
+    paths = FastPaths(channels_last=device == "cuda")  # as the runner trains on a GPU
+    model, _, x, y, _ = _inputs(
+        model, device, batch, info(g)["resolution"][0], train, res.in_channels, res.num_classes, paths
     )
+    names = dict(model.named_modules())
+    hooked = [p for p in _hooked_paths(g) if p in names]
+    if train:
+        _out_of_place(model, hooked)
     # the image takes a gradient too, so that the stem's backward ends with a hook like every other layer's
     x.requires_grad_(train)
     for _ in range(2):
         _step(model, model, x, y, train)
-        _layer_step(g, model, x, y, train, clock)
+        _layer_step(g, model, hooked, x, y, train, clock)
     out = LayerTimes({}, [], [], [])
     samples = []
     for _ in range(steps):
         out.plain_s.append(_timed(lambda: _step(model, model, x, y, train), device, clock))
-        nodes, wall = _layer_step(g, model, x, y, train, clock)
+        nodes, wall = _layer_step(g, model, hooked, x, y, train, clock)
         samples.append(nodes)
         out.hooked_s.append(wall)
         out.sums_s.append(sum(f + b for f, b, _ in nodes.values()))
@@ -424,10 +546,13 @@ def per_layer(
     train: bool,
     steps: int,
     clock: Callable[[], float] = time.perf_counter,
+    vs_timm: bool = False,
 ) -> dict[str, Any]:
     """`bench --per-layer`: the measured time of every IR node joined with its MACs, bytes moved
     and arithmetic intensity; per-stage and per-op-kind sums; the device's peaks; and how the
-    per-layer sum compares with the plain step's time."""
+    per-layer sum compares with the plain step's time. With `vs_timm`, timm's equivalent network
+    is timed under the same IR names, node by node, to show where the two differ."""
+    from .model import model_from_graph
     from .profile import peaks
 
     require_device(device)
@@ -438,7 +563,7 @@ def per_layer(
     stages, kinds = _shares(rows, train)
     step = statistics.median(t.plain_s)
     summed = sum(r["forward_s"] + r["backward_s"] for r in rows)
-    return {
+    out = {
         "name": res.name,
         "device": device,
         "batch_size": batch,
@@ -458,3 +583,35 @@ def per_layer(
         "kinds": {k: {"time_s": v, "share": v / summed} for k, v in kinds.items()},
         "peaks": peaks(device, "bf16" if device == "cuda" else "fp32"),
     }
+    if vs_timm:
+        params = sum(p.numel() for p in model_from_graph(g).parameters())
+        reference, out["timm_note"] = timm_equivalent(res, params)
+        if reference is not None:
+            out["timm"] = _timm_layers(g, rows, reference, device, batch, train, steps, clock)
+    return out
+
+
+def _timm_layers(
+    g: nx.DiGraph[str],
+    rows: list[dict[str, Any]],
+    reference: nn.Module,
+    device: str,
+    batch: int,
+    train: bool,
+    steps: int,
+    clock: Callable[[], float],
+) -> dict[str, Any]:
+    """timm's per-node times beside archspec's rows (each row gains timm_forward_s and
+    timm_backward_s), their sums per op kind, and timm's plain step."""
+    theirs = layer_times(g, device, batch, train, steps, clock, model=reference)
+    kinds: dict[str, dict[str, float]] = {}
+    for r in rows:
+        fwd, bwd, _ = theirs.nodes.get(r["name"], (math.nan, math.nan, 0.0))
+        r["timm_forward_s"], r["timm_backward_s"] = fwd, bwd
+        if math.isnan(fwd):
+            continue
+        k = kinds.setdefault(r["kind"], {"archspec_s": 0.0, "timm_s": 0.0})
+        k["archspec_s"] += r["forward_s"] + r["backward_s"]
+        k["timm_s"] += fwd + bwd
+    step = statistics.median(theirs.plain_s)
+    return {"step_s": step, "images_per_s": batch / step, "kinds": kinds}

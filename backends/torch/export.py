@@ -8,6 +8,10 @@ program, then read back from the file and run beside the eager model on random b
 | torchscript      | torch.jit.script + torch.jit.save            | torch.jit.load                      |
 | exported-program | torch.export.export + torch.export.save      | torch.export.load(...).module()     |
 
+The written model is the inference form: BN folded into the conv before it (`fold`, the default;
+`export --no-fold` keeps the BN layers), optionally in channels_last memory; the check runs the
+file against the eager model as it was, unfolded, so it proves the folding too.
+
 ONNX and exported programs fix the input's height and width (the export resolution) and, unless
 `dynamic_batch`, its batch; a scripted model takes any shape. A run's weights are the ones `archspec
 eval` uses at the export resolution (`weights="auto"`: the fine-tune at that resolution if the run has
@@ -17,6 +21,7 @@ one, else the EMA weights), or those named; a spec's model has its initial weigh
 from __future__ import annotations
 
 import contextlib
+import copy
 import sys
 import tempfile
 import time
@@ -35,6 +40,8 @@ from archspec.limits import MAX_BATCH
 from archspec.resolution import congruence_warnings
 from archspec.resolve import resolve
 from archspec.spec import ModelSpec, load_spec
+
+from .fast import FastPaths, prepare
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt", "exported-program": ".pt2"}
 EXPORTERS = ("dynamo", "legacy")
@@ -198,6 +205,8 @@ def export_model(
     batch_size: int = 1,
     seed: int = 0,
     tolerance: float = TOLERANCE,
+    fold: bool = True,
+    channels_last: bool = False,
 ) -> dict[str, Any]:
     """Write `source`'s model (a spec, or a run directory with its weights) in `fmt` to `out`, read
     it back and compare its logits with the eager model's: at `batch_size`, and with
@@ -221,13 +230,17 @@ def export_model(
     if fmt == "exported-program" and path.suffix != ".pt2":  # torch.export.load reads no other name
         raise SpecError(f"{path}: an exported program's file name must end in .pt2", parameter="out")
     model = src.model.eval()
+    # the file holds the inference form; the check below runs it against `model`, unfolded
+    written, _, folded = prepare(copy.deepcopy(model), FastPaths(channels_last=channels_last, fold=fold), "cpu")
     shape = (resolve(src.spec).in_channels, src.resolution, src.resolution)
     # torch.export specialises a batch of 1 (or 0) to a constant: trace a dynamic batch with 2
     example = torch.randn(
         max(batch_size, 2) if dynamic else batch_size, *shape, generator=torch.Generator().manual_seed(0)
     )
     started = time.perf_counter()
-    _write(model, example, fmt, exporter, dynamic, path)
+    if channels_last:
+        example = example.contiguous(memory_format=torch.channels_last)
+    _write(written, example, fmt, exporter, dynamic, path)
     exported = time.perf_counter()
     checked = _check(model, fmt, path, [batch_size, batch_size + 2] if dynamic else [batch_size], shape)
     largest = max(c["max_abs_diff"] for c in checked["checks"])
@@ -244,6 +257,8 @@ def export_model(
         "resolution": src.resolution,
         "input_shape": ["batch" if dynamic else batch_size, *shape],
         "dynamic_batch": dynamic,
+        "folded_bn": folded if fold else None,  # None: --no-fold
+        "channels_last": channels_last,
         "weights": src.weights,
         "weights_file": src.weights_file,
         "weights_are": src.weights_are,

@@ -235,15 +235,3 @@ def sweep_table(p: dict[str, Any]) -> None:
     out.print("G rounded: convs whose group size was rounded to divide their channels", soft_wrap=True)
     out.print("mid ch -> xG: blocks whose expanded channels were moved to a multiple of G", soft_wrap=True)
     out.print("intensity: MAC-weighted mean of eq. (7)", soft_wrap=True)
-
-
-def bench_text(p: dict[str, Any]) -> None:
-    what = f"{p['mode']}, batch {p['batch_size']}, {p['resolution']} px, {p['device']}" + (
-        ", torch.compile" if p["compiled"] else ""
-    )
-    sys.stdout.write(f"{p['name']} ({what}): {p['archspec']['images_per_s']:.1f} images/s\n")
-    if "timm" in p:
-        ratio = p["archspec"]["images_per_s"] / p["timm"]["images_per_s"]
-        sys.stdout.write(f"{p['timm_note']}: {p['timm']['images_per_s']:.1f} images/s; archspec / timm = {ratio:.2f}\n")
-    elif "timm_note" in p:
-        sys.stdout.write(f"no timm comparison: {p['timm_note']}\n")

@@ -38,12 +38,15 @@ def export_summary(p: dict[str, Any]) -> None:
         f"input {shape}, {_weights(p)}",
         soft_wrap=True,
     )
+    folded = p["folded_bn"]
+    form = "BN kept (--no-fold)" if folded is None else f"{folded} BN layers folded into the convs before them"
+    out.print(f"inference form: {form}{', channels_last' if p['channels_last'] else ''}", soft_wrap=True)
     sizes = [str(c["batch"]) for c in p["checks"]]
     batches = f"random batches of {' and '.join(sizes)}" if len(sizes) > 1 else f"a random batch of {sizes[0]}"
     logits = max(c["max_abs_logit"] for c in p["checks"])
     verdict = "within" if p["ok"] else "MORE than"
     out.print(
-        f"check: {p['checked_by']} against the eager model on {batches}: largest "
+        f"check: {p['checked_by']} against the eager, unfolded model on {batches}: largest "
         f"|difference| {p['max_abs_diff']:.2e} (|logits| up to {logits:.3g}), {verdict} the tolerance "
         f"{p['tolerance']:.0e}",
         soft_wrap=True,

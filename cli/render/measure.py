@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Optional
@@ -97,8 +98,33 @@ def per_layer(p: dict[str, Any], plot: Optional[Path], as_json: bool) -> None:
     )
     if abs(p["sum_ratio"] - 1) > p["tolerance"]:
         warn(f"the per-layer sum is off the step by more than ±{p['tolerance']:.0%}")
+    if "timm" in p:
+        _against_timm(out, p)
+    elif "timm_note" in p:
+        out.print(f"no timm comparison: {p['timm_note']}")
     if plot is not None:
         out.print(f"wrote {plot}")
+
+
+def _against_timm(out: Console, p: dict[str, Any]) -> None:
+    """Where archspec's and timm's time differ: per op kind, and the layers that differ most."""
+    timm = p["timm"]
+    out.print(
+        f"{p['timm_note']}: a plain step {_ms(timm['step_s'])} ms against archspec's {_ms(p['step_s'])} ms "
+        f"(archspec / timm speed {timm['step_s'] / p['step_s']:.2f})"
+    )
+    kinds = table(["op kind", "archspec ms", "timm ms", "archspec - timm"], left=("op kind",))
+    for kind, k in sorted(timm["kinds"].items(), key=lambda kv: kv[1]["timm_s"] - kv[1]["archspec_s"]):
+        kinds.add_row(kind, _ms(k["archspec_s"]), _ms(k["timm_s"]), _ms(k["archspec_s"] - k["timm_s"]))
+    out.print(kinds)
+    rows = [r for r in p["rows"] if r["timm_forward_s"] == r["timm_forward_s"]]  # not NaN: timm has the layer
+    rows.sort(key=lambda r: r["timm_forward_s"] + r["timm_backward_s"] - r["forward_s"] - r["backward_s"])
+    worst = table(["layer (IR name)", "kind", "archspec ms", "timm ms"], left=("layer (IR name)", "kind"))
+    for r in rows[:10]:
+        ours, theirs = r["forward_s"] + r["backward_s"], r["timm_forward_s"] + r["timm_backward_s"]
+        worst.add_row(r["name"], r["kind"], _ms(ours), _ms(theirs))
+    out.print("the layers where archspec is slowest against timm:")
+    out.print(worst)
 
 
 def roofline(p: dict[str, Any], path: Path) -> None:
@@ -147,3 +173,22 @@ def prediction(p: dict[str, Any]) -> None:
         share = f"{s['infer_s'] / p['infer_s']:.1%}"
         rows.add_row(str(s["stage"]), _ms(s["infer_s"]), _ms(t) if t is not None else "", share)
     out.print(rows)
+
+
+def bench_text(p: dict[str, Any]) -> None:
+    what = f"{p['mode']}, batch {p['batch_size']}, {p['resolution']} px, {p['device']}, {p['fast_paths']}"
+    ours = p["archspec"]
+    sys.stdout.write(
+        f"{p['name']} ({what}): {ours['images_per_s']:.1f} images/s (spread ±{ours['spread'] / 2:.0%}, "
+        f"median of {p['steps']})\n"
+    )
+    if "folded" in p:
+        sys.stdout.write(", ".join(f"{k}: {n} BN layers folded into convs" for k, n in p["folded"].items()) + "\n")
+    if "timm" in p:
+        r = p["ratio"]
+        sys.stdout.write(
+            f"{p['timm_note']}: {p['timm']['images_per_s']:.1f} images/s; archspec / timm = {r['median']:.2f} "
+            f"(median of {p['steps']} interleaved pairs; quartiles {r['q1']:.2f}-{r['q3']:.2f})\n"
+        )
+    elif "timm_note" in p:
+        sys.stdout.write(f"no timm comparison: {p['timm_note']}\n")

@@ -57,20 +57,37 @@ class _TooManyNodes(Exception):
         self.mark = mark
 
 
+class _TooDeep(_TooManyNodes):
+    pass
+
+
 class _BoundedLoader(yaml.SafeLoader):
     """PyYAML's composer, counting nodes as it builds them: a document with more than
-    MAX_YAML_NODES stops there, before the rest of it is even scanned."""
+    MAX_YAML_NODES stops there, before the rest of it is even scanned, and one nested more than
+    MAX_DEPTH levels at the level past it (PyYAML's scanner slows quadratically with the depth
+    of flow collections, and its composer recurses)."""
 
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
         self.nodes = 0
+        self.depth = 0
 
     def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
         self.nodes += 1
-        if self.nodes > MAX_YAML_NODES:
+        if self.nodes > MAX_YAML_NODES or self.depth > MAX_DEPTH:
             event: Any = self.peek_event()  # type: ignore[no-untyped-call]
-            raise _TooManyNodes(event.start_mark)
-        return super().compose_node(parent, index)
+            raise (_TooManyNodes if self.nodes > MAX_YAML_NODES else _TooDeep)(event.start_mark)
+        self.depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+    def fetch_flow_collection_start(self, token_class: Any) -> None:
+        """The scanner, which reads up to 1,024 characters ahead for a key, stops here too."""
+        if self.flow_level >= MAX_DEPTH + 1:
+            raise _TooDeep(self.get_mark())
+        super().fetch_flow_collection_start(token_class)
 
 
 class _Converter:
@@ -146,6 +163,9 @@ def parse_yaml(text: str, file: str) -> Document:
             node = loader.get_node()
             if node is not None:
                 documents.append(node)
+    except _TooDeep as exc:
+        at = Location(file, exc.mark.line + 1, exc.mark.column + 1)
+        raise SpecError(f"YAML nesting is too deep (more than {MAX_DEPTH} levels)", location=at) from None
     except _TooManyNodes as exc:
         at = Location(file, exc.mark.line + 1, exc.mark.column + 1)
         raise SpecError(f"more than {MAX_YAML_NODES} values: too large for a spec", location=at) from None

@@ -28,6 +28,7 @@ from archspec.spec import SPEC_ROOTS_VARIABLE, more_spec_roots
 
 from . import compile, decide, export, measure, run, search, spec
 from .options import UsageError
+from .paths import Reads
 
 
 class Command(typer.core.TyperCommand):
@@ -81,6 +82,7 @@ SpecRoots = Annotated[
     typer.Option(
         "--spec-root",
         metavar="DIR",
+        parser=Reads(None, "spec_root"),
         help=f"A directory whose spec files `base:` may name, besides the spec's own directory tree "
         f"(repeatable; also {SPEC_ROOTS_VARIABLE}, separated by ':').",
     ),

@@ -72,7 +72,7 @@ def _place_problem(directory: Path, need: int, create: bool) -> str | None:
     resolved = os.path.realpath(directory)
     system = next((d for d in SYSTEM if resolved == d or resolved.startswith(d + "/")), None)
     if system is not None:
-        return f"not a place to write ({system} is the kernel's)"
+        return f"{system} is the kernel's, not a place for files"
     existing = Path(resolved)
     while not os.path.lexists(existing) and existing != existing.parent:
         existing = existing.parent
@@ -89,9 +89,10 @@ def _place_problem(directory: Path, need: int, create: bool) -> str | None:
     if not os.access(existing, os.W_OK | os.X_OK):
         return f"directory {existing} is not writable"
     free = fs.f_bavail * fs.f_frsize
-    if free < max(need, MIN_FREE_BYTES):
-        wanted = f"; this needs {_size(need)}" if need > MIN_FREE_BYTES else ""
-        return f"the disk is full ({_size(free)} free on the file system of {existing}{wanted})"
+    if free < MIN_FREE_BYTES:
+        return f"the disk is full ({_size(free)} free on the file system of {existing})"
+    if free < need:
+        return f"not enough room ({_size(free)} free on the file system of {existing}; this needs {_size(need)})"
     return None
 
 

@@ -139,6 +139,7 @@ def test_resume_refuses_another_spec_and_another_architecture(tmp_path, referenc
     other = tmp_path / "other.yaml"
     other.write_text(f"base: {TINY}\ngroup_size: 8\n")
     recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(RECIPE)  # a --recipe must be a file to read, even with --resume (which keeps the run's)
     spec = run_archspec(
         "train",
         other,

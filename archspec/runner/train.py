@@ -428,9 +428,9 @@ def _finish(t: Trainer, s: Setup) -> dict[str, Any]:
 
 
 def run_bytes(spec: ModelSpec) -> int:
-    """What a run's files take on disk, at the least: checkpoint.pt (weights, EMA and RMSProp's two
-    buffers) and ema.pt, in fp32."""
-    return 5 * 4 * stats(spec).params
+    """What a run's files take on disk, at the least: checkpoint.pt (weights, EMA, RMSProp's buffers
+    and the rest of the run's state: about six fp32 copies of the weights, measured) and ema.pt."""
+    return 7 * 4 * stats(spec).params
 
 
 def run_length(epochs: Optional[float], default_epochs: float, steps_per_epoch: int, max_steps: Optional[int]) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import re
 from dataclasses import dataclass
 from typing import Union
@@ -106,6 +107,24 @@ class SpecError(Exception):
 class Diverged(Exception):
     """Training's loss became NaN/Inf: the run stops, its last good checkpoint stays as it was.
     Rendered as one line; the CLI exits with status 1."""
+
+
+_OUT_OF_ROOM = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded", errno.EFBIG: "file size limit"}
+
+
+class DiskFull(Exception):
+    """A write ran out of room while a command ran (no space left, a quota, a file-size limit): one
+    line naming the file, exit status 1. Files are replaced whole, so what was written before is
+    intact; `kept` says what a run can go on from."""
+
+    def __init__(self, path: object, error: OSError, kept: str = "") -> None:
+        self.path, self.error, self.kept = path, error, kept
+        what = _OUT_OF_ROOM.get(error.errno or 0, "cannot write")
+        super().__init__(f"{what}: {path} ({error.strerror or error})" + (f"; {kept}" if kept else ""))
+
+    def keeping(self, kept: str) -> DiskFull:
+        """This error, saying what is kept."""
+        return DiskFull(self.path, self.error, kept)
 
 
 class ProcessFailed(Exception):

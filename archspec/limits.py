@@ -30,6 +30,16 @@ MAX_FILE_BYTES: Final = 1 << 20
 MAX_YAML_NODES: Final = 20_000  # as written
 MAX_EXPANDED_NODES: Final = 50_000  # once aliases are expanded: a "billion laughs" stops here
 MAX_DEPTH: Final = 50
+# the other files archspec reads (archspec/reader.py), each bounded by its kind: a profile of 1,340
+# measurements is about 330 KiB; run.json, search.json and the like a few KiB; a checkpoint of B7
+# with its optimizer state about 1 GiB; an ImageNet photo at most a few MiB
+MAX_PROFILE_BYTES: Final = 16 << 20
+MAX_RECORD_BYTES: Final = 4 << 20
+MAX_JOURNAL_BYTES: Final = 1 << 30  # a search's Optuna journal: every trial of a long search
+MAX_METRICS_BYTES: Final = 256 << 20  # metrics.csv: a row per step of a long run
+MAX_CHECKPOINT_BYTES: Final = 16 << 30
+MAX_IMAGE_BYTES: Final = 64 << 20
+MIN_FREE_BYTES: Final = 1 << 20  # free space an output needs at the least, checked before any work
 MAX_ERRORS_LISTED: Final = 100  # by `validate --all-errors`; the count of the rest is given
 
 MAX_LIST_ITEMS: Final = 64  # of a comma-separated flag (resolutions, group sizes, expansion ratios)

@@ -19,7 +19,6 @@ fast as they cost them.
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from collections.abc import Sequence
@@ -33,6 +32,7 @@ from pydantic import Field, PrivateAttr, ValidationError
 
 from .errors import SpecError, format_path
 from .graph import Node, StageKey, layers
+from .reader import PROFILE, read_json
 from .validation import Strict
 
 FORMAT = "archspec-profile"
@@ -116,12 +116,7 @@ def load_profile(path: Union[str, Path]) -> Profile:
     def refuse(message: str) -> SpecError:
         return SpecError(message, parameter="profile", file=str(path))
 
-    try:
-        data = json.loads(path.read_text())
-    except OSError as exc:
-        raise refuse(f"cannot read ({exc.strerror or exc})") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise refuse(f"not a JSON file ({exc})") from None
+    data = read_json(path, PROFILE, parameter="profile")
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise refuse("not an archspec profile (write one with `archspec profile`)")
     try:

@@ -35,8 +35,9 @@ from .limits import (
     path_problem,
 )
 from .presets import PRESET_NAMES, preset
+from .reader import SPEC, check_directory, read_yaml
 from .validation import SourceMap, Strict, did_you_mean, validate
-from .yaml_source import Document, dump_yaml, read_yaml_file
+from .yaml_source import Document, dump_yaml
 
 NormType = Literal["bn", "gn", "ln", "gn+pn", "ln+pn"]
 ActivationName = Literal["silu", "relu", "gelu"]
@@ -255,9 +256,7 @@ def more_spec_roots(directories: Iterable[str | os.PathLike[str]], parameter: st
     that the processes this one starts (a training run's workers) read specs by the same rule."""
     added = []
     for d in directories:
-        path = checked_path(d, parameter=parameter)
-        if not path.is_dir():
-            raise SpecError(f"{d}: not a directory", parameter=parameter)
+        path = check_directory(d, parameter=parameter, what="spec root")
         added.append(str(path.resolve()))
     before = os.environ.get(SPEC_ROOTS_VARIABLE)
     if added:
@@ -325,7 +324,7 @@ def _load_chain(
     if not base_path.is_file():
         what = "is not a regular file" if base_path.exists() else "not found"
         raise SpecError(f"base spec {base_name!r} {what} (looked for {_display(base_path)})", **at)
-    base_doc = read_yaml_file(base_path, _display(base_path))
+    base_doc = read_yaml(base_path, SPEC, shown_as=_display(base_path))
     roots = roots if roots is not None else (base_path.parent, *extra)
     base_data, base_source = _load_chain(base_doc, base_path.parent, (*chain, base_path), roots)
     base_data = dict(base_data)
@@ -372,7 +371,7 @@ def load_spec(
             file=shown,
         )
     path = checked_path(source, file=shown)
-    doc = read_yaml_file(path, shown)
+    doc = read_yaml(path, SPEC, shown_as=shown)
     top = path.resolve()
     data, sources = _load_chain(doc, top.parent, (top,), (top.parent, *extra))
     if "name" not in doc.data:
@@ -395,7 +394,7 @@ def derived_spec_yaml(spec: ModelSpec, changes: dict[str, Any], path: Path, head
     if source in PRESET_NAMES:
         data: dict[str, Any] = {"base": source}
     elif Path(source).is_file():
-        data = read_yaml_file(Path(source), source).data
+        data = read_yaml(source, SPEC).data
         base = data.get("base")
         if isinstance(base, str) and base not in PRESET_NAMES:
             target = (Path(source).resolve().parent / base).resolve()

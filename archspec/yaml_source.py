@@ -1,4 +1,5 @@
-"""Safe YAML reading that remembers where every value came from, and the one YAML writer.
+"""Safe YAML parsing that remembers where every value came from, and the one YAML writer. Files
+are read by archspec.reader, which hands their text here.
 
 PyYAML composes the document into a node tree (no Python objects are built); we then turn the
 nodes into plain dicts, lists and scalars ourselves, accepting only the core scalar tags. That
@@ -10,17 +11,14 @@ list, alias bombs), and every field path maps to a line/column.
 from __future__ import annotations
 
 import json
-import os
-import stat
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import yaml
 from yaml.constructor import SafeConstructor
 
 from .errors import FieldPath, Location, SpecError
-from .limits import MAX_DEPTH, MAX_EXPANDED_NODES, MAX_FILE_BYTES, MAX_YAML_NODES, checked_path
+from .limits import MAX_DEPTH, MAX_EXPANDED_NODES, MAX_YAML_NODES
 
 _SCALARS = {
     "tag:yaml.org,2002:null": SafeConstructor.construct_yaml_null,
@@ -59,20 +57,37 @@ class _TooManyNodes(Exception):
         self.mark = mark
 
 
+class _TooDeep(_TooManyNodes):
+    pass
+
+
 class _BoundedLoader(yaml.SafeLoader):
     """PyYAML's composer, counting nodes as it builds them: a document with more than
-    MAX_YAML_NODES stops there, before the rest of it is even scanned."""
+    MAX_YAML_NODES stops there, before the rest of it is even scanned, and one nested more than
+    MAX_DEPTH levels at the level past it (PyYAML's scanner slows quadratically with the depth
+    of flow collections, and its composer recurses)."""
 
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
         self.nodes = 0
+        self.depth = 0
 
     def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
         self.nodes += 1
-        if self.nodes > MAX_YAML_NODES:
+        if self.nodes > MAX_YAML_NODES or self.depth > MAX_DEPTH:
             event: Any = self.peek_event()  # type: ignore[no-untyped-call]
-            raise _TooManyNodes(event.start_mark)
-        return super().compose_node(parent, index)
+            raise (_TooManyNodes if self.nodes > MAX_YAML_NODES else _TooDeep)(event.start_mark)
+        self.depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+    def fetch_flow_collection_start(self, token_class: Any) -> None:
+        """The scanner, which reads up to 1,024 characters ahead for a key, stops here too."""
+        if self.flow_level >= MAX_DEPTH + 1:
+            raise _TooDeep(self.get_mark())
+        super().fetch_flow_collection_start(token_class)
 
 
 class _Converter:
@@ -148,6 +163,9 @@ def parse_yaml(text: str, file: str) -> Document:
             node = loader.get_node()
             if node is not None:
                 documents.append(node)
+    except _TooDeep as exc:
+        at = Location(file, exc.mark.line + 1, exc.mark.column + 1)
+        raise SpecError(f"YAML nesting is too deep (more than {MAX_DEPTH} levels)", location=at) from None
     except _TooManyNodes as exc:
         at = Location(file, exc.mark.line + 1, exc.mark.column + 1)
         raise SpecError(f"more than {MAX_YAML_NODES} values: too large for a spec", location=at) from None
@@ -180,51 +198,6 @@ def parse_yaml(text: str, file: str) -> Document:
     except RecursionError:
         raise SpecError(f"YAML nesting is too deep (more than {MAX_DEPTH} levels)", file=file) from None
     return Document(data, file, converter.value_at, converter.key_at)
-
-
-_SYSTEM = ("/proc", "/sys", "/dev")  # files that are the kernel's, not anyone's specs
-
-
-def _read_bounded(path: Path, shown_as: str) -> bytes:
-    """The bytes of a regular file of at most MAX_FILE_BYTES, read once. Opened without blocking
-    (a FIFO does not hang) and checked on the open descriptor, so that what is checked is what is
-    read."""
-    resolved = str(path.resolve())
-    if any(resolved == d or resolved.startswith(d + "/") for d in _SYSTEM):
-        raise SpecError("not a spec file (a system file)", file=shown_as)
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
-    except FileNotFoundError:
-        raise SpecError("no such file", file=shown_as) from None
-    except OSError as exc:
-        raise SpecError(f"cannot read: {exc.strerror or exc}", file=shown_as) from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise SpecError("not a regular file", file=shown_as)
-        if info.st_size > MAX_FILE_BYTES:
-            raise SpecError(f"file is {info.st_size} bytes; a spec may be at most {MAX_FILE_BYTES}", file=shown_as)
-        with os.fdopen(os.dup(fd), "rb") as f:
-            raw = f.read(MAX_FILE_BYTES + 1)  # a file that grows while read stops here too
-    finally:
-        os.close(fd)
-    if len(raw) > MAX_FILE_BYTES:
-        raise SpecError(f"file is over {MAX_FILE_BYTES} bytes; a spec may be at most {MAX_FILE_BYTES}", file=shown_as)
-    return raw
-
-
-def read_yaml_file(path: Path, shown_as: str) -> Document:
-    """Read and parse a spec file; `shown_as` is the name used in error messages."""
-    checked_path(path, file=shown_as)
-    try:
-        raw = _read_bounded(path, shown_as)
-    except OSError as exc:
-        raise SpecError(f"cannot read: {exc.strerror or exc}", file=shown_as) from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise SpecError(f"not UTF-8 text (byte {exc.start})", file=shown_as) from None
-    return parse_yaml(text, shown_as)
 
 
 def dump_yaml(data: dict[str, Any]) -> str:

@@ -4,11 +4,11 @@ decide.py, measure.py and run.py.
 
 `main` is the one place that turns an outcome into an exit status: bad input of any kind is one
 line on stderr and status 2 (a core error names a function parameter, shown here as the flag that
-set it); anything else that goes wrong is a bug, reported as one line naming the command and
-status 1 (the traceback with `archspec --debug`); `--json` prints one JSON object on stdout and
-nothing else. torch, timm and matplotlib are
-imported only by the commands that need them, so `validate` and `stats` start fast and work
-without them.
+set it); a disk that fills while a command writes is one line naming the file, status 1
+(archspec.errors.DiskFull); anything else that goes wrong is a bug, reported as one line naming
+the command and status 1 (the traceback with `archspec --debug`); `--json` prints one JSON object
+on stdout and nothing else. torch, timm and matplotlib are imported only by the commands that
+need them, so `validate` and `stats` start fast and work without them.
 """
 
 from __future__ import annotations
@@ -23,11 +23,12 @@ import typer
 import typer.core
 
 from archspec._version import __version__
-from archspec.errors import Diverged, Interrupted, ProcessFailed, SpecError, one_line
+from archspec.errors import DiskFull, Diverged, Interrupted, ProcessFailed, SpecError, one_line
 from archspec.spec import SPEC_ROOTS_VARIABLE, more_spec_roots
 
 from . import compile, decide, export, measure, run, search, spec
 from .options import UsageError
+from .paths import Reads
 
 
 class Command(typer.core.TyperCommand):
@@ -81,6 +82,7 @@ SpecRoots = Annotated[
     typer.Option(
         "--spec-root",
         metavar="DIR",
+        parser=Reads(None, "spec_root"),
         help=f"A directory whose spec files `base:` may name, besides the spec's own directory tree "
         f"(repeatable; also {SPEC_ROOTS_VARIABLE}, separated by ':').",
     ),
@@ -165,6 +167,9 @@ def _failure(exc: Exception, args: list[str]) -> int:
     if extra is not None:
         _say(f"{_where(args)}: needs {exc.name}, which is not installed: pip install 'archspec[{extra}]'")  # type: ignore[attr-defined]
         return 2
+    if isinstance(exc, DiskFull):  # a run that filled the disk: what is kept is said
+        _say(str(exc))
+        return 1
     if isinstance(exc, (Diverged, Interrupted)):
         _say(f"archspec: {exc}")
         return 1 if isinstance(exc, Diverged) else 130

@@ -34,10 +34,16 @@ from .options import (
     SpecArg,
     UsageError,
 )
+from .paths import Writes
 from .render import conventions as counters
 from .render import measure as shown
 
-Out = Annotated[Optional[Path], typer.Option(metavar="DIR", help="Write resolved.yaml, report.json and model.py.")]
+Out = Annotated[
+    Optional[Path],
+    typer.Option(
+        metavar="DIR", help="Write resolved.yaml, report.json and model.py.", parser=Writes("out", directory=True)
+    ),
+]
 BackendFlag = Annotated[Backend, typer.Option(help="poptorch also writes plan.json and ipu_train.py.")]
 Ipus = Annotated[Optional[int], typer.Option(min=1, max=64, help="poptorch: pipeline stages, one per IPU.")]
 Replicas = Annotated[int, typer.Option(min=1, max=1024, help="poptorch: data-parallel replicas.")]

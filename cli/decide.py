@@ -8,9 +8,9 @@ from typing import Annotated, Any, Optional
 import typer
 
 from archspec.api import as_resolved
-from archspec.atomic import check_writable
 from archspec.limits import MAX_EXPANSION, MAX_RESOLUTION, MIN_EXPANSION, MIN_RESOLUTION
 from archspec.match import match_flops as run_match
+from archspec.reader import SPEC
 from archspec.report import resolutions_report
 from archspec.spec import load_spec
 from archspec.sweep import sweep_report
@@ -31,8 +31,17 @@ from .options import (
     ints,
     numbers,
 )
+from .paths import Reads
 
-Target = Annotated[Optional[str], typer.Option("--target", metavar="SPEC", help="Match the cost of this spec.")]
+Target = Annotated[
+    Optional[str],
+    typer.Option(
+        "--target",
+        metavar="SPEC",
+        help="Match the cost of this spec.",
+        parser=Reads(SPEC, "target", missing_ok=True, text=True),
+    ),
+]
 TargetMacs = Annotated[Optional[int], typer.Option(parser=count, metavar="N", help="Target MACs, e.g. 390M, 0.39G.")]
 TargetParams = Annotated[Optional[int], typer.Option(parser=count, metavar="N", help="Target parameters, e.g. 5.3M.")]
 MetricFlag = Annotated[Optional[Metric], typer.Option(help="Default: macs, or params with --target-params.")]
@@ -115,8 +124,6 @@ def sweep(
 ) -> None:
     """Table-2-style costs across group sizes G and expansion ratios E, under the spec's rounding
     rules (or those given)."""
-    if plot is not None:
-        check_writable(plot, "plot")
     rules = {
         k: v.value
         for k, v in (("group_rounding", group_rounding), ("mid_channel_rounding", mid_channel_rounding))

@@ -9,8 +9,10 @@ from typing import Annotated, Optional
 import typer
 
 from archspec.limits import MAX_BATCH
+from archspec.reader import SPEC
 
 from .options import ChannelsLast, ExportFormat, Json, OnnxExporter, ResolutionFlag, Weights
+from .paths import Reads, Writes
 from .render import emit_json, warn
 from .render import export as shown
 
@@ -20,6 +22,7 @@ Source = Annotated[
         metavar="SOURCE",
         help="A spec (YAML file or preset name), or a run directory written by `archspec train`.",
         show_default=False,
+        parser=Reads(SPEC, "source", missing_ok=True, runs=True, text=True),
     ),
 ]
 Format = Annotated[ExportFormat, typer.Option("--format", help="What to write.", show_default=False)]
@@ -31,7 +34,8 @@ DynamicBatch = Annotated[
     bool, typer.Option("--dynamic-batch", help="Any batch size (TorchScript always); else --batch-size alone.")
 ]
 Out = Annotated[
-    Optional[Path], typer.Option(metavar="FILE", help="Where to write (default: NAME-rR.onnx|.pt|.pt2 here).")
+    Optional[Path],
+    typer.Option(metavar="FILE", help="Where to write (default: NAME-rR.onnx|.pt|.pt2 here).", parser=Writes("out")),
 ]
 WeightsFlag = Annotated[
     Optional[Weights],

@@ -9,7 +9,6 @@ from typing import Annotated, Optional
 import typer
 
 from archspec.api import as_resolved
-from archspec.atomic import check_writable
 
 from . import render
 from .options import (
@@ -25,6 +24,7 @@ from .options import (
     SpecArg,
     UsageError,
 )
+from .paths import Writes
 from .render import measure as shown
 
 PerLayer = Annotated[
@@ -66,8 +66,6 @@ def bench(
         raise UsageError("--per-layer times the eager model: it goes without --compile, --fold and --channels-last")
     if plot is not None and not per_layer:
         raise UsageError("--plot draws the per-layer roofline: it goes with --per-layer")
-    if plot is not None:
-        check_writable(plot, "plot")
     if per_layer:
         payload = _per_layer(spec, device, train, batch_size, resolution, steps, vs_timm)
         shown.per_layer(payload, plot, as_json)
@@ -84,7 +82,9 @@ def bench(
 
 
 def profile(
-    out: Annotated[Path, typer.Option("--out", metavar="FILE.json", help="Where to write the profile.")],
+    out: Annotated[
+        Path, typer.Option("--out", metavar="FILE.json", help="Where to write the profile.", parser=Writes("out"))
+    ],
     device: DeviceFlag = Device.cpu,
     dtype: Annotated[Dtype, typer.Option("--dtype", help="fp32, or autocast to bf16 / fp16.")] = Dtype.fp32,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=1 << 12)] = 8,
@@ -95,7 +95,6 @@ def profile(
 ) -> None:
     """Measure this device's kernel classes (grouped and 1x1 convs, norms, proxy norm, activations,
     SE, add, pool, linear) into a profile that `stats --profile` predicts speed from."""
-    check_writable(out, "out")
     from archspec.backends.torch.profile import profile as measure
     from archspec.backends.torch.profile import require_device
 

@@ -14,6 +14,9 @@ from typing import Annotated, Optional
 import typer
 
 from archspec.limits import MAX_BATCH, MAX_LIST_ITEMS
+from archspec.reader import PROFILE, RECIPE, SPEC
+
+from .paths import Reads, Writes
 
 SPEC_HELP = "A spec file (YAML) or a preset name (efficientnet-b0 ... b7)."
 RESOLUTION_HELP = "Pixels, or native, half or train (default: train)."
@@ -143,19 +146,23 @@ def listing(kind: Callable[[str], object], words: str) -> Callable[[str], list[o
     return parse
 
 
-def png_file(value: str) -> Path:
-    """--plot: the figure is a PNG, and its file says so (a .txt written as PNG would mislead)."""
-    if not value.lower().endswith(".png"):
-        raise typer.BadParameter(f"the figure is a PNG: give a file name ending in .png, got {_quoted(value)}")
-    return Path(value)
-
-
 ints = listing(int, "integers")
 numbers = listing(float, "numbers")
 
-SpecArg = Annotated[str, typer.Argument(help=SPEC_HELP, metavar="SPEC", show_default=False)]
+SpecArg = Annotated[
+    str,
+    typer.Argument(
+        help=SPEC_HELP, metavar="SPEC", show_default=False, parser=Reads(SPEC, None, missing_ok=True, text=True)
+    ),
+]
 RunArg = Annotated[
-    Path, typer.Argument(help="A run directory written by `archspec train`.", metavar="RUN", show_default=False)
+    Path,
+    typer.Argument(
+        help="A run directory written by `archspec train`.",
+        metavar="RUN",
+        show_default=False,
+        parser=Reads(None, "run", missing_ok=True),
+    ),
 ]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 ResolutionFlag = Annotated[
@@ -175,14 +182,26 @@ MaxSteps = Annotated[
 Epochs = Annotated[Optional[float], typer.Option("--epochs", help="Epochs (default: the recipe's).", metavar="N")]
 MicroBatch = Annotated[int, typer.Option("--micro-batch", min=1, max=1 << 16, help="Images per micro-batch.")]
 MemoryFraction = Annotated[float, typer.Option("--memory-fraction", help="Usable share of an IPU's 900 MB.")]
-WritePath = Annotated[Optional[Path], typer.Option("--write", help="Save the result here (YAML).", metavar="FILE")]
+WritePath = Annotated[
+    Optional[Path],
+    typer.Option("--write", help="Save the result here (YAML).", metavar="FILE", parser=Writes("write")),
+]
 ProfilePath = Annotated[
     Optional[Path],
-    typer.Option("--profile", help="A device profile (archspec profile): predict speed from it.", metavar="FILE.json"),
+    typer.Option(
+        "--profile",
+        help="A device profile (archspec profile): predict speed from it.",
+        metavar="FILE.json",
+        parser=Reads(PROFILE, "profile"),
+    ),
 ]
 PlotPath = Annotated[
-    Optional[Path], typer.Option("--plot", parser=png_file, help="Write a PNG figure here.", metavar="FILE.png")
+    Optional[Path],
+    typer.Option("--plot", parser=Writes("plot", png=True), help="Write a PNG figure here.", metavar="FILE.png"),
 ]
 RecipePath = Annotated[
-    Optional[Path], typer.Option("--recipe", help="A recipe YAML overriding the paper's.", metavar="FILE")
+    Optional[Path],
+    typer.Option(
+        "--recipe", help="A recipe YAML overriding the paper's.", metavar="FILE", parser=Reads(RECIPE, "recipe")
+    ),
 ]

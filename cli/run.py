@@ -29,10 +29,14 @@ from .options import (
     Weights,
     ints,
 )
+from .paths import Reads, Writes
 from .render import emit_json, warn
 from .render import run as render
 
-Data = Annotated[Optional[Path], typer.Option(metavar="DIR", help="ImageFolder tree with train/ and val/.")]
+Data = Annotated[
+    Optional[Path],
+    typer.Option(metavar="DIR", help="ImageFolder tree with train/ and val/.", parser=Reads(None, "data")),
+]
 DatasetFlag = Annotated[Optional[Dataset], typer.Option(help="The built-in set (the default without --data).")]
 TrainResolution = Annotated[Optional[str], typer.Option(metavar="PX|native|half", help="Default: the spec's train.")]
 GlobalBatch = Annotated[
@@ -44,7 +48,12 @@ Accum = Annotated[
         min=1, max=4096, metavar="N", help="Micro-batches per global batch (default 1; a pipeline: --stages)."
     ),
 ]
-Out = Annotated[Optional[Path], typer.Option(metavar="RUN", help="The run directory (default: runs/<spec name>).")]
+Out = Annotated[
+    Optional[Path],
+    typer.Option(
+        metavar="RUN", help="The run directory (default: runs/<spec name>).", parser=Writes("out", directory=True)
+    ),
+]
 Resume = Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")]
 Seed = Annotated[int, typer.Option(min=0, max=2**63 - 1, help="Seed of weights, data order and augmentation.")]
 BackendFlag = Annotated[TrainBackend, typer.Option(help="torch-pipeline: --stages processes; poptorch: IPUs.")]

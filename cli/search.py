@@ -13,15 +13,35 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from archspec.reader import SEARCH
+
 from . import render
 from .options import Json, ProfilePath, UsageError
+from .paths import Reads, Writes
 
 Target = Annotated[
-    str, typer.Argument(metavar="FILE", help="A search file (YAML); or the word show, then DIR.", show_default=False)
+    str,
+    typer.Argument(
+        metavar="FILE",
+        help="A search file (YAML); or the word show, then DIR.",
+        show_default=False,
+        parser=Reads(SEARCH, None, missing_ok=True, text=True),
+    ),
 ]
-Shown = Annotated[Optional[Path], typer.Argument(metavar="DIR", help="After show: a search's --out directory.")]
+Shown = Annotated[
+    Optional[Path],
+    typer.Argument(
+        metavar="DIR", help="After show: a search's --out directory.", parser=Reads(None, "directory", missing_ok=True)
+    ),
+]
 Out = Annotated[
-    Optional[Path], typer.Option("--out", metavar="DIR", help="Where the search lives and writes its results.")
+    Optional[Path],
+    typer.Option(
+        "--out",
+        metavar="DIR",
+        help="Where the search lives and writes its results.",
+        parser=Writes("out", directory=True),
+    ),
 ]
 Workers = Annotated[int, typer.Option("--workers", min=1, max=256, help="Worker processes on this machine.")]
 Storage = Annotated[

@@ -9,13 +9,19 @@ import typer
 
 from archspec.api import as_resolved
 from archspec.errors import SpecError
+from archspec.reader import SPEC
 from archspec.resolution import congruence_warnings
 
 from . import render
 from .options import SPEC_HELP
+from .paths import Reads
 from .render import emit_json
 
-Specs = Annotated[list[str], typer.Argument(help=SPEC_HELP, metavar="SPEC", show_default=False)]
+# each spec is read by load_spec (through the reader) in turn: a bad one is reported, and the next read
+Specs = Annotated[
+    list[str],
+    typer.Argument(help=SPEC_HELP, metavar="SPEC", show_default=False, parser=Reads(SPEC, None, now=False, text=True)),
+]
 AllErrors = Annotated[bool, typer.Option("--all-errors", help="Every error of a spec, one line each, not the first.")]
 
 

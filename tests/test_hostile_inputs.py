@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import importlib
 import itertools
+import json
 import os
 import stat
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -21,11 +24,12 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import archspec
+from archspec import reader
 from archspec.atomic import write_text
 from archspec.errors import MAX_LINE, SpecError
 from archspec.limits import MAX_ERRORS_LISTED, MAX_LIST_ITEMS, MAX_YAML_NODES
 from archspec.plan import Costing, Device, Unit, fits, optimal_cuts
-from conftest import SPECS
+from conftest import ROOT, SPECS, Result, run_archspec
 
 TINY = SPECS / "tiny.yaml"
 LIMIT_S = 10.0  # CPU seconds of any one command: robust to a shared machine's load, unlike wall time
@@ -551,3 +555,304 @@ def test_hostile_specs_keep_the_contract(cli, tmp_path, template, spec, raw):
 @given(template=st.sampled_from(SPEC_COMMANDS), spec=hostile_specs(), raw=st.none() | raw_documents)
 def test_hostile_specs_keep_the_contract_at_length(cli, tmp_path, template, spec, raw):
     _check_spec(cli, tmp_path, template, raw if raw is not None else _yaml(spec))
+
+
+# --------------------------------------------------------------------------------------------
+# class 10 (issue 25): hostile files for every command that reads a file, and outputs that cannot
+# be written. Every file a command reads goes through archspec.reader, every output through the
+# write check: one line naming the file, exit 2, nothing written, never a hang.
+
+ROW_SECONDS = 1.0  # what a refusal may take, beyond the interpreter's start
+
+
+def _startup_seconds() -> float:
+    """The wall time of `archspec --version`: importing the command line, which every row pays."""
+    start = time.perf_counter()
+    assert run_archspec("--version").code == 0
+    return time.perf_counter() - start
+
+
+FULL_DISK = """\
+import os, sys
+real = os.statvfs
+def full(path):  # a file system without a free block
+    r = real(path)
+    return os.statvfs_result((r.f_bsize, r.f_frsize, r.f_blocks, 0, 0, r.f_files, r.f_ffree, r.f_favail, r.f_flag,
+                              r.f_namemax))
+os.statvfs = full
+from archspec.cli.app import main
+main(sys.argv[1:])
+"""
+
+
+@pytest.fixture
+def table_files(tmp_path) -> Path:
+    """The files of the issue's table, in the directory the rows run in."""
+    (tmp_path / "tiny.yaml").write_text(TINY.read_text())
+    (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "s.yaml").write_text(
+        "base: tiny.yaml\nspace: {group_size: [1, 16]}\nobjectives: [{metric: params, direction: minimize}]\n"
+    )
+    (tmp_path / "full").mkdir()
+    return tmp_path
+
+
+TABLE = {  # each row of issue 25's table, and what its one line must say
+    "profile-dev-zero": (("stats", "tiny.yaml", "--profile", "/dev/zero", "--json"), "/dev/zero: --profile: "),
+    "profile-deep-json": (("stats", "tiny.yaml", "--profile", "deep.json"), "deep.json: --profile: JSON nested"),
+    "profile-fifo": (("stats", "tiny.yaml", "--profile", "fifo"), "fifo: --profile: not a regular file"),
+    "search-profile-fifo": (("search", "s.yaml", "--out", "S", "--profile", "fifo"), "fifo: --profile: not a regular"),
+    "export-out-proc": (
+        ("export", "tiny.yaml", "--format", "onnx", "--out", "/proc/x"),
+        "--out: /proc/x: cannot write",
+    ),
+    "train-full-disk": (
+        ("train", "tiny.yaml", "--max-steps", "1", "--out", "full/out"),
+        "--out: full/out: cannot write",
+    ),
+}
+
+
+@pytest.mark.parametrize("row", sorted(TABLE))
+def test_each_row_of_the_issue_25_table_is_one_line_within_a_second(table_files, row):
+    args, says = TABLE[row]
+    limit = _startup_seconds() + ROW_SECONDS
+    before = sorted(p.name for p in table_files.rglob("*"))
+    start = time.perf_counter()
+    if row == "train-full-disk":
+        proc = subprocess.run(
+            [sys.executable, "-c", FULL_DISK, *args], cwd=table_files, capture_output=True, text=True, timeout=limit
+        )
+        result = Result(proc.returncode, proc.stdout, proc.stderr)
+        says += ": the disk is full (0 bytes free on the file system of"
+    else:
+        result = run_archspec(*args, cwd=table_files, timeout=limit)
+    seconds = time.perf_counter() - start
+    assert result.code == 2 and result.out == "" and "Traceback" not in result.err, result
+    assert len(result.err.splitlines()) == 1 and result.err.startswith(says), result.err
+    assert seconds < limit, (seconds, limit)
+    assert sorted(p.name for p in table_files.rglob("*")) == before  # nothing written
+    assert not os.path.exists("/proc/x")
+
+
+@pytest.fixture
+def hostile_files(tmp_path) -> dict[str, Path]:
+    """Files that are not what a command may read, by name (each kind's own deep and huge files are
+    made by _hostile)."""
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "dir.yaml").mkdir()
+    (tmp_path / "to-proc").symlink_to("/proc/self/status")
+    return {
+        "/dev/zero": Path("/dev/zero"),
+        "/proc/self/status": Path("/proc/self/status"),
+        "fifo": tmp_path / "fifo",
+        "directory": tmp_path / "dir.yaml",
+        "link-to-proc": tmp_path / "to-proc",
+    }
+
+
+def _hostile(tmp: Path, files: dict[str, Path], kind) -> dict[str, Path]:
+    """`files`, a file over `kind`'s size limit (sparse: nothing is written), and one nested 100,000
+    deep in the kind's language."""
+    huge = tmp / f"huge-{kind.name}"
+    with open(huge, "wb") as f:
+        f.truncate(kind.limit + 1)
+    deep = tmp / f"deep-{kind.name}"
+    yaml_kind = kind in (reader.SPEC, reader.RECIPE, reader.SEARCH)
+    deep.write_text(("a: " if yaml_kind else "") + "[" * 100_000 + "]" * 100_000)
+    return {**files, "huge": huge, "deep": deep}
+
+
+# (command, the parameter that names the file), and the command line that reads a hostile {f};
+# {out} is where it would write, which must stay unwritten
+FILE_READERS = {
+    reader.SPEC: [
+        (("validate", "specs"), ("validate", "{f}")),
+        (("compile", "spec"), ("compile", "{f}", "--out", "{out}")),
+        (("stats", "spec"), ("stats", "{f}")),
+        (("plan", "spec"), ("plan", "{f}", "--stages", "2")),
+        (("match-flops", "spec"), ("match-flops", "{f}", "--target-macs", "60M", "--write", "{out}.yaml")),
+        (("match-flops", "target"), ("match-flops", TINY, "--target", "{f}", "--write", "{out}.yaml")),
+        (("resolutions", "spec"), ("resolutions", "{f}")),
+        (("sweep", "spec"), ("sweep", "{f}", "--group-sizes", "16", "--expansions", "4")),
+        (("bench", "spec"), ("bench", "{f}")),
+        (("train", "spec"), ("train", "{f}", "--max-steps", "1", "--out", "{out}")),
+        (("export", "source"), ("export", "{f}", "--format", "torchscript", "--out", "{out}.pt")),
+    ],
+    reader.RECIPE: [
+        (
+            ("compile", "recipe"),
+            ("compile", TINY, "--backend", "poptorch", "--ipus", "2", "--recipe", "{f}", "--out", "{out}"),
+        ),
+        (("train", "recipe"), ("train", TINY, "--recipe", "{f}", "--max-steps", "1", "--out", "{out}")),
+    ],
+    reader.SEARCH: [(("search", "target"), ("search", "{f}", "--out", "{out}"))],
+    reader.PROFILE: [
+        (("stats", "profile"), ("stats", TINY, "--profile", "{f}")),
+        (("search", "profile"), ("search", ROOT / "searches" / "g16_cpu.yaml", "--out", "{out}", "--profile", "{f}")),
+    ],
+}
+DIRECTORY_READERS = [
+    (("finetune", "run"), ("finetune", "{f}", "--resolution", "64", "--blocks", "1")),
+    (("eval", "run"), ("eval", "{f}", "--resolutions", "64")),
+    (("export", "source"), ("export", "{f}", "--format", "torchscript", "--out", "{out}.pt")),
+    (("search", "directory"), ("search", "show", "{f}")),
+    (("train", "data"), ("train", TINY, "--data", "{f}", "--max-steps", "1", "--out", "{out}")),
+    (("", "spec_root"), ("--spec-root", "{f}", "validate", TINY)),
+]
+READERS_COVERED = {covered for readers in FILE_READERS.values() for covered, _ in readers} | {
+    covered for covered, _ in DIRECTORY_READERS
+}
+
+
+def _refused_file(cli, template, path: Path, out: Path) -> str:
+    args = [str(path) if part == "{f}" else str(out) + part[5:] if str(part).startswith("{out}") else part
+            for part in template]  # fmt: skip
+    result, seconds = timed(cli, *args)
+    line = refused(result, seconds)
+    assert str(path) in line, (args, line)
+    assert not list(out.parent.glob(out.name + "*")), args  # nothing written
+    return line
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("kind", sorted(FILE_READERS, key=lambda k: k.name), ids=lambda k: k.name)
+def test_hostile_files_for_every_command_that_reads_a_file(cli, tmp_path, hostile_files, _runner_imported, kind):
+    """Each hostile file, given to each command that reads that kind of file, is one line naming it
+    (a hang here would be a FIFO read: pytest-timeout ends it)."""
+    for path in _hostile(tmp_path, hostile_files, kind).values():
+        for _, template in FILE_READERS[kind]:
+            _refused_file(cli, template, path, tmp_path / "out")
+
+
+def _run_dir(tmp: Path) -> Path:
+    """What `archspec train` leaves, as far as a command reads before the weights."""
+    run = tmp / "run"
+    run.mkdir()
+    (run / "run.json").write_text(json.dumps({"resolution": 32, "options": {"data": None, "seed": 0}}))
+    (run / "spec.yaml").write_text(TINY.read_text())
+    (run / "recipe.yaml").write_text("synthetic: {train_size: 32, val_size: 16, canvas: 32}\n")
+    return run
+
+
+@pytest.mark.timeout(120)
+def test_hostile_run_and_data_directories(cli, tmp_path, hostile_files, _runner_imported):
+    """A directory a command reads from (a run, a search, ImageFolder roots, a spec root) that is a
+    device, a FIFO, a file or the kernel's is one line naming it."""
+    (tmp_path / "to-proc-dir").symlink_to("/proc/self")
+    directories = {
+        **{k: v for k, v in hostile_files.items() if k != "directory"},
+        "/proc/self": Path("/proc/self"),
+        "/dev": Path("/dev"),
+        "link-to-proc": tmp_path / "to-proc-dir",
+        "a file": TINY,
+    }
+    for path in directories.values():
+        for (command, _), template in DIRECTORY_READERS:
+            if not (command == "export" and path == TINY):  # export's SOURCE may be a spec file
+                _refused_file(cli, template, path, tmp_path / "out")
+    data = tmp_path / "images"  # ImageFolder splits that are not directories
+    data.mkdir()
+    (data / "train").symlink_to("/proc/self")
+    os.mkfifo(data / "val")
+    line = _refused_file(cli, DIRECTORY_READERS[-2][1], data, tmp_path / "out")
+    assert "train: not a dataset archspec reads (/proc is the kernel's)" in line
+
+
+def _plant(target: Path, what: str, kind) -> None:
+    """A hostile file at `target`, in place of one archspec wrote."""
+    target.unlink(missing_ok=True)
+    if what == "fifo":
+        os.mkfifo(target)
+    elif what == "directory":
+        target.mkdir()
+    elif what == "huge":
+        with open(target, "wb") as f:
+            f.truncate(kind.limit + 1)
+    elif what == "deep":
+        target.write_text("[" * 100_000 + "]" * 100_000)
+    else:
+        target.symlink_to({"dev-zero": "/dev/zero", "link-to-proc": "/proc/self/status"}[what])
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("inside", ["run.json", "ema.pt", "search.json"])
+def test_hostile_files_inside_run_and_search_directories(cli, tmp_path, _runner_imported, inside):
+    """run.json, the weights and search.json, read from a directory archspec wrote, obey the same
+    reader: every command that reads them says which file and why, in one line."""
+    kind = {"run.json": reader.RECORD, "ema.pt": reader.CHECKPOINT, "search.json": reader.RECORD}[inside]
+    templates = (
+        [("search", "show", "{f}")]
+        if inside == "search.json"
+        else [
+            ("eval", "{f}", "--resolutions", "32"),
+            ("finetune", "{f}", "--resolution", "32", "--blocks", "1", "--max-steps", "1"),
+            ("export", "{f}", "--format", "torchscript", "--out", "{out}.pt"),
+            *([("train", TINY, "--out", "{f}", "--resume", "--max-steps", "1")] if inside == "run.json" else []),
+        ]
+    )
+    for what in ("fifo", "directory", "huge", "deep", "dev-zero", "link-to-proc"):
+        if what == "deep" and inside == "ema.pt":
+            continue  # weights are bytes: nothing nests
+        home = tmp_path / what
+        home.mkdir()
+        run = _run_dir(home)
+        _plant(run / inside, what, kind)
+        for template in templates:
+            args = [str(run) if p == "{f}" else str(home / "out.pt") if p == "{out}.pt" else p for p in template]
+            result, seconds = timed(cli, *args)
+            line = refused(result, seconds)
+            assert str(run / inside) in line and "Traceback" not in result.err, (what, args, line)
+            assert not (home / "out.pt").exists() and not list(run.glob("finetune*"))
+
+
+OUTPUTS = [  # every flag that names an output, and a command line that would write it
+    ("compile", TINY, "--out", "{out}"),
+    ("match-flops", TINY, "--target-macs", "60M", "--write", "{out}.yaml"),
+    ("sweep", TINY, "--group-sizes", "16", "--expansions", "4", "--plot", "{out}.png"),
+    ("bench", TINY, "--per-layer", "--plot", "{out}.png"),
+    ("profile", "--out", "{out}.json"),
+    ("export", TINY, "--format", "torchscript", "--out", "{out}.pt"),
+    ("train", TINY, "--max-steps", "1", "--out", "{out}"),
+    ("search", ROOT / "searches" / "g16_cpu.yaml", "--out", "{out}"),
+]
+
+
+def _statvfs_with(monkeypatch, **fields):
+    real = os.statvfs
+
+    def fake(path):
+        r = real(path)
+        values = [r.f_bsize, r.f_frsize, r.f_blocks, r.f_bfree, r.f_bavail, r.f_files, r.f_ffree, r.f_favail]
+        values += [r.f_flag, r.f_namemax]
+        names = ["f_bsize", "f_frsize", "f_blocks", "f_bfree", "f_bavail", "f_files", "f_ffree", "f_favail"]
+        for name, value in fields.items():
+            values[[*names, "f_flag", "f_namemax"].index(name)] = value
+        return os.statvfs_result(tuple(values))
+
+    monkeypatch.setattr(os, "statvfs", fake)
+
+
+@pytest.mark.parametrize("place", ["proc", "sys", "read-only", "full", "unwritable-parent"])
+def test_every_output_refuses_a_place_that_cannot_take_it(cli, tmp_path, monkeypatch, _runner_imported, place):
+    """/proc, /sys, a read-only mount, a full disk or a parent that is a file: one line naming the
+    path and the reason, exit 2, before any work, for every flag that names an output."""
+    out = {"proc": Path("/proc/x"), "sys": Path("/sys/x"), "unwritable-parent": TINY / "x"}.get(place, tmp_path / "x")
+    says = {
+        "proc": "/proc is the kernel's",
+        "sys": "/sys is the kernel's",
+        "read-only": "is on a read-only file system",
+        "full": "the disk is full (0 bytes free",
+        "unwritable-parent": "is not a directory",
+    }[place]
+    if place == "read-only":
+        _statvfs_with(monkeypatch, f_flag=os.ST_RDONLY)
+    elif place == "full":
+        _statvfs_with(monkeypatch, f_bavail=0)
+    for template in OUTPUTS:
+        args = [str(out) + str(p)[5:] if str(p).startswith("{out}") else p for p in template]
+        result, seconds = timed(cli, *args)
+        line = refused(result, seconds, says)
+        assert str(out) in line and ": cannot write: " in line, (args, line)
+    assert not list(tmp_path.iterdir())

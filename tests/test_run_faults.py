@@ -4,6 +4,8 @@ faults a crashing machine or a second user cause, each ending in one line (exit 
 
 from __future__ import annotations
 
+import errno
+import os
 import resource
 import shutil
 import signal
@@ -137,6 +139,7 @@ def test_resume_refuses_another_spec_and_another_architecture(tmp_path, referenc
     other = tmp_path / "other.yaml"
     other.write_text(f"base: {TINY}\ngroup_size: 8\n")
     recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(RECIPE)  # a --recipe must be a file to read, even with --resume (which keeps the run's)
     spec = run_archspec(
         "train",
         other,
@@ -166,10 +169,43 @@ def test_a_full_disk_during_a_checkpoint_is_one_line_and_keeps_the_last_one(tmp_
         resource.setrlimit(resource.RLIMIT_FSIZE, (size // 2, size // 2))
 
     result = run_archspec(*_args(tmp_path, run, "--resume", "--max-steps", "12"), cwd=tmp_path, preexec_fn=small_files)
-    assert result.code == 2 and len(result.err.strip().splitlines()) >= 1
+    assert result.code == 1 and len(result.err.strip().splitlines()) >= 1
     last = result.err.strip().splitlines()[-1]
-    assert "checkpoint.pt: cannot write" in last and "the previous one is intact" in last, result.err
+    assert (
+        last.startswith(f"file size limit: {run / 'checkpoint.pt'} (File too large); ")
+        and "Traceback" not in result.err
+    )
+    assert f"the last good checkpoint ({run / 'checkpoint.pt'}, step 8) is intact" in last, result.err
     assert (run / "checkpoint.pt").read_bytes() == before
+
+
+def test_a_disk_that_fills_during_a_run_is_one_line_status_1_and_keeps_the_last_checkpoint(
+    tmp_path, reference, cli, monkeypatch
+):
+    """ENOSPC while the next checkpoint is written (simulated: fsync of its temp file fails as on a
+    full disk): `disk full: <file>`, exit 1, and the previous checkpoint, ema.pt and metrics.csv are
+    as they were."""
+    run = tmp_path / "run"
+    shutil.copytree(reference, run)
+    kept = {name: (run / name).read_bytes() for name in ("checkpoint.pt", "ema.pt", "metrics.csv")}
+    real_fsync = os.fsync
+
+    def full_for_checkpoints(fd: int) -> None:
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(".checkpoint.pt.tmp"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", full_for_checkpoints)
+    result = cli(*_args(tmp_path, run, "--resume", "--max-steps", "12"))
+    assert result.code == 1 and "Traceback" not in result.err, result.err
+    assert result.err.strip().splitlines()[-1] == (
+        f"disk full: {run / 'checkpoint.pt'} (No space left on device); "
+        f"the last good checkpoint ({run / 'checkpoint.pt'}, step 8) is intact"
+    )
+    assert (run / "checkpoint.pt").read_bytes() == kept["checkpoint.pt"]
+    assert (run / "ema.pt").read_bytes() == kept["ema.pt"]
+    assert (run / "metrics.csv").read_bytes().startswith(kept["metrics.csv"])  # the rows before, as they were
+    assert not list(run.glob(".*.tmp"))
 
 
 @pytest.mark.parametrize("epochs", ["nan", "inf", "1e308", "0", "-1"])

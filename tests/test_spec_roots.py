@@ -144,8 +144,8 @@ def test_an_oversized_base_is_refused_before_it_is_read(cli, tree):
 
 def test_a_bad_spec_root_is_one_line(cli, tree):
     missing = cli("--spec-root", "/nonexistent/dir", "validate", "x.yaml")
-    _refused(missing, "--spec-root: /nonexistent/dir: not a directory")
-    _refused(cli("--spec-root", "a\x00b", "validate", "x.yaml"), "--spec-root", "null byte")
+    _refused(missing, "--spec-root: /nonexistent/dir: no such directory")
+    _refused(cli("--spec-root", "a\x00b", "validate", "x.yaml"), "--spec-root", "NUL byte")
 
 
 def test_an_allowed_file_that_is_not_a_spec_is_quoted_only_in_a_short_escaped_excerpt(cli, tree):

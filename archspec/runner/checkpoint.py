@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,8 @@ import torch
 from torch import nn
 
 from ..atomic import write_atomically
-from ..errors import SpecError
+from ..errors import DiskFull, SpecError
+from ..reader import CHECKPOINT, read_bytes
 from ..spec import ModelSpec
 from .rundir import RunDir
 
@@ -36,28 +38,29 @@ def save(path: Path, payload: dict[str, Any]) -> None:
     # serialized in memory, then written: a failing disk raises the OSError it is, not torch's wrapper
     wrapped = _serialized({"format": FORMAT, "sha256": hashlib.sha256(data).hexdigest(), "payload": data})
     try:
-        write_atomically(path, lambda f: f.write(wrapped))
-    except OSError as exc:  # a full disk or a file-size limit: the previous file is still whole
-        raise SpecError(f"{path}: cannot write ({exc.strerror or exc}); the previous one is intact",
-                        parameter="out") from None  # fmt: skip
+        write_atomically(path, lambda f: f.write(wrapped), parameter="out")
+    except DiskFull as exc:  # a full disk or a file-size limit: the previous file is still whole
+        raise exc.keeping("the previous one is intact") from None
 
 
-def _torch_load(source: Any) -> Any:
+def _torch_load(data: bytes) -> Any:
+    """torch.load of bytes the reader read (never of a path: torch would open anything)."""
     with warnings.catch_warnings():  # e.g. torch's note on old pickle protocols: not the user's concern
         warnings.simplefilter("ignore")
-        return torch.load(source, map_location="cpu", weights_only=True)
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
 
 
 def load(path: Path, what: str = "checkpoint") -> dict[str, Any]:
     """A saved payload, verified: its hash, and the fields every archspec file of this kind has."""
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise SpecError(f"no {what} at {path}", parameter="run")
+    data = read_bytes(path, CHECKPOINT, parameter="run")
     try:
-        wrapped = _torch_load(path)
+        wrapped = _torch_load(data)
         ok = isinstance(wrapped, dict) and wrapped.get("format") == FORMAT and isinstance(wrapped.get("payload"), bytes)
         if ok and hashlib.sha256(wrapped["payload"]).hexdigest() != wrapped.get("sha256"):
             raise SpecError(f"{path}: damaged (its content does not match its hash)", parameter="run")
-        payload = _torch_load(io.BytesIO(wrapped["payload"])) if ok else None
+        payload = _torch_load(wrapped["payload"]) if ok else None
     except SpecError:
         raise
     except Exception as exc:  # truncated, not a torch file, or holding objects we refuse to unpickle

@@ -8,6 +8,8 @@ run sees exactly the images, crops and flips an uninterrupted single-process run
 from __future__ import annotations
 
 import functools
+import io
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +23,7 @@ from torchvision import datasets
 from torchvision.transforms import v2
 
 from ..errors import SpecError
+from ..reader import IMAGE, check_directory, read_bytes
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -135,10 +138,11 @@ def _path(path: str) -> str:
 
 
 def _image_folder(root: Path) -> datasets.ImageFolder:
-    if not root.is_dir():
+    if not os.path.lexists(root):
         raise SpecError(
             f"{root}: no such directory (expected an ImageFolder tree with train/ and val/)", parameter="data"
         )
+    check_directory(root, parameter="data", what="dataset")
     try:
         return datasets.ImageFolder(str(root), loader=_path)  # images are opened lazily, safely
     except FileNotFoundError as exc:
@@ -161,7 +165,13 @@ class Folder:
         return self.tree.samples[index][1]
 
     def image(self, index: int) -> Image.Image:
-        with Image.open(self.tree.samples[index][0]) as img:
+        """The image, read by archspec's reader (a FIFO, a device or an over-large file among the
+        images is unreadable, and skipped as a corrupt image is)."""
+        try:
+            data = read_bytes(self.tree.samples[index][0], IMAGE)
+        except SpecError as exc:
+            raise OSError(exc.line()) from None
+        with Image.open(io.BytesIO(data)) as img:
             return img.convert("RGB")
 
 
@@ -171,9 +181,7 @@ def open_splits(data: Optional[Path], synthetic: Any, seed: int) -> tuple[Any, A
         train = SyntheticShapes(synthetic.train_size, synthetic.classes, synthetic.canvas, "train", seed)
         val = SyntheticShapes(synthetic.val_size, synthetic.classes, synthetic.canvas, "val", seed)
         return train, val, train.classes_names
-    data = Path(data)
-    if not data.is_dir():
-        raise SpecError(f"{data}: no such directory", parameter="data")
+    data = check_directory(data, parameter="data", what="dataset")
     train, val = _image_folder(data / "train"), _image_folder(data / "val")
     if train.classes != val.classes:
         raise SpecError(f"{data}: train/ and val/ have different class folders", parameter="data")

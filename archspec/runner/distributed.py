@@ -22,7 +22,8 @@ from typing import Any, Optional
 import torch
 import torch.distributed as dist
 
-from ..errors import Diverged, Interrupted, Location, ProcessFailed, SpecError
+from ..errors import DiskFull, Diverged, Interrupted, Location, ProcessFailed, SpecError
+from ..reader import RECORD, read_json
 from .rundir import LOCK_HELD
 
 JOB_VARIABLE = "ARCHSPEC_JOB"
@@ -150,7 +151,7 @@ def launch(command: str, options: dict[str, Any], nproc: int, run_dir: Optional[
                 failed = exc
         reports = sorted(Path(errors).glob("rank-*.json"), key=lambda p: int(p.stem.split("-")[1]))
         if reports:
-            raise error_from_report(json.loads(reports[0].read_text()))
+            raise error_from_report(read_json(reports[0], RECORD))
     if failed is not None:
         code = next((f.exitcode for f in failed.failures.values()), 1)
         raise ProcessFailed("a launched process", code or 1)
@@ -175,6 +176,9 @@ def error_report(exc: Exception) -> dict[str, Any]:
     """What a launched process tells its launcher about the error that stopped it."""
     if isinstance(exc, Interrupted):
         return {"kind": "interrupted", "message": str(exc)}
+    if isinstance(exc, DiskFull):
+        error = [exc.error.errno, exc.error.strerror]
+        return {"kind": "disk_full", "message": str(exc), "path": str(exc.path), "error": error, "kept": exc.kept}
     if isinstance(exc, SpecError):
         return {
             "kind": "input",
@@ -192,6 +196,8 @@ def error_from_report(report: dict[str, Any]) -> Exception:
         return Diverged(report["message"])
     if report["kind"] == "interrupted":
         return Interrupted(report["message"])
+    if report["kind"] == "disk_full":
+        return DiskFull(report["path"], OSError(*report["error"]), report["kept"])
     location = Location(*report["location"]) if report["location"] else None
     if report["parameter"] is not None:
         return SpecError(report["message"], parameter=report["parameter"], location=location, file=report["file"])

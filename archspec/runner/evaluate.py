@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Optional
 
@@ -74,7 +73,7 @@ def weights_for(run: RunDir, resolution: int, weights: str) -> tuple[str, Path]:
 def _described(run: RunDir, kind: str, resolution: int, train_resolution: int) -> str:
     """What the weights used at `resolution` are, in words, for the output."""
     if kind == "finetuned":
-        info = json.loads(run.finetune_info(resolution).read_text())
+        info = run.read_finetune_info(resolution)
         return f"fine-tuned at {info['resolution']} px, last {info['blocks']} blocks, {info['steps']} steps"
     return {"ema": f"EMA, trained at {train_resolution} px", "raw": f"raw, trained at {train_resolution} px"}[kind]
 

@@ -90,7 +90,7 @@ def run(opts: FinetuneOptions, nproc: int = 1) -> dict[str, Any]:
     if nproc > 1 and not under_launcher():
         with run_dir.writing():
             launch("finetune", opts.as_dict(), nproc, run_dir.path)
-        return dict(json.loads(run_dir.finetune_info(opts.resolution).read_text()))
+        return run_dir.read_finetune_info(opts.resolution)
     return finetune(opts)
 
 

@@ -4,10 +4,15 @@ events when tensorboard is installed. Only the main process reports."""
 from __future__ import annotations
 
 import csv
+import io
+import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
+
+from ..atomic import Appender, write_text
+from ..reader import METRICS, read_text
 
 COLUMNS = (
     "phase",
@@ -62,13 +67,12 @@ class Reporter:
         if not self.enabled:
             return self
         path = self.run_dir / "metrics.csv"
-        if path.exists():
+        if os.path.lexists(path):
             _forget_after(path, self.phase, first_step)  # a resumed run logs those steps again
         new = not path.exists()
-        self._csv_file = open(path, "a", newline="")  # noqa: SIM115 - open until close(), across the run
-        self._csv = csv.DictWriter(self._csv_file, fieldnames=COLUMNS)
+        self._csv_file = Appender(path, parameter="out")  # open until close(), across the run
         if new:
-            self._csv.writeheader()
+            self._csv_file.write(_csv_text(None))
         try:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -96,8 +100,7 @@ class Reporter:
         return self
 
     def _write(self, row: dict[str, Any]) -> None:
-        self._csv.writerow({k: row.get(k, "") for k in COLUMNS})
-        self._csv_file.flush()
+        self._csv_file.write(_csv_text([{k: row.get(k, "") for k in COLUMNS}], header=False))
 
     def train_step(self, step: int, epoch: int, lr: float, loss: float, images: int, skipped: int) -> None:
         self.window_images += images
@@ -175,13 +178,22 @@ class Reporter:
             self._csv_file.close()
 
 
-def _forget_after(path: Path, phase: str, step: int) -> None:
-    with open(path, newline="") as f:
-        rows = [r for r in csv.DictReader(f) if not (r.get("phase", "").startswith(phase) and _after(r, step))]
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+def _csv_text(rows: Optional[list[dict[str, Any]]], header: bool = True) -> str:
+    """Rows of metrics.csv (with its header line), as text."""
+    out = io.StringIO(newline="")
+    writer = csv.DictWriter(out, fieldnames=COLUMNS, extrasaction="ignore")
+    if header:
         writer.writeheader()
-        writer.writerows(rows)
+    writer.writerows(rows or [])
+    return out.getvalue()
+
+
+def _forget_after(path: Path, phase: str, step: int) -> None:
+    """metrics.csv without the rows of `phase` past `step`: replaced whole (a full disk meanwhile
+    leaves it as it was)."""
+    text = read_text(path, METRICS, parameter="out")
+    rows = csv.DictReader(io.StringIO(text, newline=""))
+    write_text(path, _csv_text([r for r in rows if not (r.get("phase", "").startswith(phase) and _after(r, step))]))
 
 
 def _clock(seconds: float) -> str:

@@ -14,8 +14,8 @@ from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import Field, field_validator
 
+from ..reader import RECIPE, read_yaml
 from ..validation import SourceMap, Strict, validate
-from ..yaml_source import read_yaml_file
 
 Auto = Literal["auto"]
 
@@ -116,7 +116,7 @@ def load_recipe(path: Union[str, Path, None] = None, overrides: Optional[dict[st
     data: dict[str, Any] = {}
     source = SourceMap(root_file="<recipe>")
     if path is not None:
-        doc = read_yaml_file(Path(path), str(path))
+        doc = read_yaml(path, RECIPE)
         data, source = doc.data, SourceMap(doc.file, doc.value_at, doc.key_at, (doc.file,))
     for key, value in (overrides or {}).items():
         target = data

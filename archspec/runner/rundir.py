@@ -13,18 +13,21 @@ finetuned-rR.pt  after `archspec finetune --resolution R`: one per resolution (f
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from ..atomic import write_text
+from ..atomic import check_writable_dir, write_error, write_text
 from ..errors import SpecError
 from ..limits import checked_path
+from ..reader import RECORD, check_directory, read_json
 from ..report import resolved_yaml
 from ..resolve import ResolvedSpec
 from ..spec import ModelSpec, spec_yaml
@@ -79,15 +82,20 @@ class RunDir:
     def writing(self) -> Iterator[None]:
         """This process as the run directory's one writer, for as long as it runs: an OS lock on
         DIR/.lock, which the kernel releases when the process ends however it ends. Processes a
-        launcher started write under their launcher's lock."""
+        launcher started write under their launcher's lock. A directory this made is removed again
+        if the command fails before writing anything into it (bad input found late leaves nothing)."""
         if os.environ.get(LOCK_HELD) == str(self.path.resolve()):
             yield
             return
+        made = not os.path.lexists(self.path)
         try:
             self.path.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
         except OSError as exc:
-            raise SpecError(f"{self.path}: cannot write ({exc.strerror or exc})", parameter="out") from None
+            raise write_error(self.path, exc, "out") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise SpecError(f"{self.path / '.lock'}: not a regular file", parameter="out")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -98,10 +106,20 @@ class RunDir:
                 "to end, or choose another --out",
                 parameter="out",
             ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, str(os.getpid()).encode())
+        except OSError as exc:
+            os.close(fd)
+            raise write_error(self.path / ".lock", exc, "out") from None
         try:
             yield
+        except BaseException:
+            if made and {p.name for p in self.path.iterdir()} <= {".lock"}:
+                with contextlib.suppress(OSError):
+                    (self.path / ".lock").unlink()
+                    self.path.rmdir()
+            raise
         finally:
             os.close(fd)  # releases the lock
 
@@ -111,33 +129,38 @@ class RunDir:
     def finetune_info(self, resolution: int) -> Path:
         return self.path / f"finetune-r{resolution}.json"
 
-    def create(self) -> None:
-        """Claim the directory for a new run: it must not hold one already, and must be writable."""
-        if self.info_file.exists():
+    def read_finetune_info(self, resolution: int) -> dict[str, Any]:
+        """finetune-rR.json: what the fine-tune at R was (its summary)."""
+        data = read_json(self.finetune_info(resolution), RECORD, parameter="run")
+        if not isinstance(data, dict):
+            raise SpecError(f"{self.finetune_info(resolution)}: not a fine-tune's summary", parameter="run")
+        return data
+
+    def create(self, need: int = 0) -> None:
+        """Claim the directory for a new run: it must not hold one already, and must be writable,
+        with `need` bytes free (what the run's files will take)."""
+        if os.path.lexists(self.info_file):
             raise SpecError(
                 f"{self.path} already holds a run: pass --resume to continue it, or choose another --out",
                 parameter="out",
             )
+        check_writable_dir(self.path, "out", need)
         try:
             self.path.mkdir(parents=True, exist_ok=True)
-            probe = self.path / ".write-test"
-            probe.write_text("")
-            probe.unlink()
         except OSError as exc:
-            raise SpecError(f"{self.path}: cannot write ({exc.strerror or exc})", parameter="out") from None
+            raise write_error(self.path, exc, "out") from None
 
     def require(self, parameter: str = "run") -> None:
-        if not self.info_file.is_file():
+        if self.path.exists():
+            check_directory(self.path, parameter=parameter, what="run directory")
+        if not os.path.lexists(self.info_file):  # what is there is the reader's to judge
             what = "no run to resume" if parameter == "out" else "not a run directory"
             raise SpecError(f"{self.path}: {what} (no {self.info_file.name})", parameter=parameter)
 
     def raw_info(self, parameter: str = "run") -> dict[str, Any]:
         """run.json as written (a run may be of another backend, or half-written by an older archspec)."""
         self.require(parameter)
-        try:
-            data = json.loads(self.info_file.read_text())
-        except (OSError, ValueError) as exc:
-            raise SpecError(f"{self.info_file}: unreadable ({exc})", parameter=parameter) from None
+        data = read_json(self.info_file, RECORD, parameter=parameter)
         if not isinstance(data, dict):
             raise SpecError(f"{self.info_file}: not a run.json", parameter=parameter)
         return data

@@ -21,8 +21,8 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from ..api import as_resolved, build_model
-from ..errors import Diverged, Interrupted, SpecError
+from ..api import as_resolved, build_model, stats
+from ..errors import DiskFull, Diverged, Interrupted, SpecError
 from ..report import resolved_document
 from ..resolution import congruence_warnings
 from ..spec import ModelSpec, load_spec
@@ -111,6 +111,8 @@ def train(opts: TrainOptions) -> dict[str, Any]:
                 fit(t)
             except Diverged as exc:
                 raise _diverged(setup, exc) from None
+            except DiskFull as exc:
+                raise exc.keeping(_kept(setup)) from None
             except KeyboardInterrupt:
                 raise Interrupted(
                     f"interrupted at step {t.step} of {t.total_steps}; {_kept(setup)}; continue with "
@@ -142,10 +144,10 @@ def _setup(opts: TrainOptions, ctx: Context) -> Setup:
     run = RunDir(opts.out, "out")
     if opts.resume:
         run.require("out")
-    elif ctx.main:
-        run.create()
-    barrier(ctx)
     opts, spec, recipe = _inputs(opts, run)
+    if ctx.main and not opts.resume:
+        run.create(need=run_bytes(spec))
+    barrier(ctx)
     resolution = as_resolved(spec).resolution.pick(opts.resolution)
     train_set, val_set, classes = open_splits(opts.data, recipe.synthetic, opts.seed)
     spec, notes = with_classes(spec, classes)
@@ -426,6 +428,12 @@ def _finish(t: Trainer, s: Setup) -> dict[str, Any]:
         s.info.status, s.info.summary = "finished", summary
         s.run.write_info(s.info)
     return summary
+
+
+def run_bytes(spec: ModelSpec) -> int:
+    """What a run's files take on disk, at the least: checkpoint.pt (weights, EMA, RMSProp's buffers
+    and the rest of the run's state: about six fp32 copies of the weights, measured) and ema.pt."""
+    return 7 * 4 * stats(spec).params
 
 
 def run_length(epochs: Optional[float], default_epochs: float, steps_per_epoch: int, max_steps: Optional[int]) -> int:

@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from ..errors import Diverged, Interrupted, SpecError
+from ..errors import DiskFull, Diverged, Interrupted, SpecError
 from .distributed import JOB_VARIABLE, error_report
 from .options import FinetuneOptions, TrainOptions
 
@@ -24,7 +24,7 @@ def main() -> int:
             from .finetune import finetune
 
             finetune(FinetuneOptions(**{**job["options"], "run": Path(job["options"]["run"])}))
-    except (SpecError, Diverged, Interrupted) as exc:
+    except (SpecError, Diverged, DiskFull, Interrupted) as exc:
         report = Path(job["errors"]) / f"rank-{os.environ.get('RANK', '0')}.json"
         report.write_text(json.dumps(error_report(exc)))
         return 2 if isinstance(exc, SpecError) else 130 if isinstance(exc, Interrupted) else 1

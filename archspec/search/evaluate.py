@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from typing import Any, Optional
 
 import optuna
 
-from ..atomic import write_text
+from ..atomic import Appender, open_append, write_text
 from ..graph import build_graph
 from ..spec import spec_yaml
 from .metrics import METRICS, RESULT, cost_metrics, predicted_metrics
@@ -70,8 +71,11 @@ class Evaluator:
     def _log(self, trial: optuna.Trial, cand: Candidate, event: str) -> None:
         """evaluations.jsonl: one line when a network's evaluation starts and one when it ends."""
         line = {"event": event, "trial": trial.number, "network": cand.digest, "worker": WORKER, "time": time.time()}
-        with open(self.directory.evaluations, "a") as f:
-            f.write(json.dumps(line) + "\n")
+        log = Appender(self.directory.evaluations, parameter="out")
+        try:
+            log.write(json.dumps(line) + "\n")
+        finally:
+            log.close()
 
     def _measured(self, cand: Candidate, wanted: list[str]) -> dict[str, float]:
         from ..backends.torch.bench import bench
@@ -116,7 +120,8 @@ class Evaluator:
                 seed=p.seed,
             )
             # the runner reports to stderr (a progress bar on a terminal): into the log, not over ours
-            with open(home / "train.log", "a") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+            log = os.fdopen(open_append(home / "train.log", parameter="out"), "a")
+            with log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
                 finished = train(opts)
         return float(finished[f"val_top1_{p.weights}"])
 

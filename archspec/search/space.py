@@ -29,11 +29,11 @@ from ..graph import build_graph
 from ..limits import MAX_EXPANSION, MIN_EXPANSION
 from ..match import match_expansion
 from ..presets import PRESET_NAMES
+from ..reader import SEARCH, read_yaml
 from ..resolution import valid_test_resolutions
 from ..resolve import ResolvedSpec, resolve
 from ..spec import NAME_PATTERN, ModelSpec, NormType, base_file, load_spec, spec_roots
 from ..validation import SourceMap, Strict, did_you_mean, validate
-from ..yaml_source import read_yaml_file
 from .metrics import METRICS, metric_names
 
 MAX_CHOICES = 1000  # of one dimension
@@ -497,7 +497,7 @@ def _dataset(f: SearchFile, here: Path, source: SourceMap) -> Optional[Path]:
 def load_search(path: Union[str, Path]) -> Search:
     """Load and check a search file; a located SpecError (file:line:col: field: message) if it is bad."""
     path = Path(path)
-    doc = read_yaml_file(path, str(path))
+    doc = read_yaml(path, SEARCH)
     source = SourceMap(doc.file, doc.value_at, doc.key_at, (doc.file,))
     data = dict(doc.data)
     data.setdefault("name", re.sub(r"[^A-Za-z0-9_.+-]", "_", path.stem)[:80].lstrip("_.+-") or "search")

@@ -23,8 +23,9 @@ import optuna
 from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend
 
-from ..atomic import write_files, write_text
+from ..atomic import open_append, write_files, write_text
 from ..errors import SpecError
+from ..reader import JOURNAL, RECORD, check_directory, read_json, regular_or_absent
 from ..yaml_source import dump_yaml
 from .space import Search
 
@@ -99,12 +100,11 @@ class SearchDir:
         self.trials = self.path / "trials"
 
     def read_meta(self, parameter: str = "out") -> dict[str, Any]:
-        try:
-            data = json.loads(self.meta.read_text())
-        except FileNotFoundError:
-            raise SpecError(f"{self.path}: not a search directory (no {self.meta.name})", parameter=parameter) from None
-        except (OSError, ValueError) as exc:
-            raise SpecError(f"{self.meta}: unreadable ({exc})", parameter=parameter) from None
+        if self.path.exists():
+            check_directory(self.path, parameter=parameter, what="search directory")
+        if not os.path.lexists(self.meta):
+            raise SpecError(f"{self.path}: not a search directory (no {self.meta.name})", parameter=parameter)
+        data = read_json(self.meta, RECORD, parameter=parameter)
         if not isinstance(data, dict) or "fingerprint" not in data:
             raise SpecError(f"{self.meta}: not written by archspec search", parameter=parameter)
         return data
@@ -158,8 +158,8 @@ class SearchDir:
 
 def open_storage(url: Optional[str], journal: Path) -> optuna.storages.BaseStorage:
     """The journal file (several local processes share it through its lock) or a PostgreSQL database."""
-    if url is None:
-        return JournalStorage(JournalFileBackend(str(journal)))
+    if url is None:  # Optuna opens the journal itself: a FIFO or a device in its place is refused first
+        return JournalStorage(JournalFileBackend(str(regular_or_absent(journal, JOURNAL, parameter="out"))))
     if not url.startswith(SCHEMES):
         shown = url.split("://")[0] + "://..." if "://" in url else repr(url)
         raise SpecError(f"expected a postgresql://user@host/database URL, got {shown}", parameter="storage")
@@ -215,7 +215,7 @@ class ClaimLock:
             conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": self.key})
             self._held = conn
         else:
-            handle = open(self.path, "a")  # noqa: SIM115 - held until release()
+            handle = os.fdopen(open_append(self.path, parameter="out"), "a")  # held until release()
             fcntl.flock(handle, fcntl.LOCK_EX)
             self._held = handle
 

@@ -31,6 +31,7 @@ from optuna.samplers import BaseSampler, GridSampler, NSGAIISampler
 from optuna.storages import BaseStorage, RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
+from ..atomic import open_append
 from ..errors import Interrupted, SpecError
 from .evaluate import Evaluator, Infeasible
 from .metrics import CLAIM, METRICS, RESULT
@@ -315,7 +316,7 @@ def _spawn(
     args += ["--deadline", str(session.plan.deadline or 0)] + (["--profile", str(profile)] if profile else [])
     procs = []
     for i in range(workers):
-        with open(d.logs / f"worker-{i}.log", "ab") as log:
+        with os.fdopen(open_append(d.logs / f"worker-{i}.log", parameter="out"), "ab") as log:
             procs.append(subprocess.Popen([*args, "--index", str(i)], env=env, stdout=log, stderr=subprocess.STDOUT))
     return procs
 

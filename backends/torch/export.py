@@ -88,7 +88,8 @@ def _run_source(path: Path, resolution: Optional[str], weights: Optional[str]) -
     except SpecError as exc:
         if exc.parameter != "run":
             raise
-        raise SpecError(exc.message, parameter="source") from None  # the run is this function's `source`
+        # the run is this function's `source`
+        raise SpecError(exc.message, parameter="source", file=exc.file, location=exc.location) from None
     trained = f"trained at {train_resolution} px"
     are = {"ema": f"EMA, {trained}", "raw": f"raw (last step), {trained}", "finetuned": f"fine-tuned at {picked} px"}
     return Source(model, spec, picked, train_resolution, kind, file.name, are[kind])

@@ -113,8 +113,8 @@ def interleaved(
     in_channels: int = 3,
     classes: int = 1000,
 ) -> dict[str, _Contestant]:
-    """Every model timed over `steps` batches, taken in turn (A B A B ...) so that each sees the
-    same machine: on a shared, noisy one the ratio of neighbouring batches is what can be trusted,
+    """Every model timed over `steps` batches, taken in turn (A B B A A B ...) so that each sees
+    the same machine: on a shared, noisy one the ratio of neighbouring batches is what can be trusted,
     not two runs minutes apart. Each model first runs one batch (it compiles, with --compile) and
     WARMUP_STEPS more, untimed."""
     contestants = {}
@@ -125,8 +125,11 @@ def interleaved(
         c.first_s = c.once(device, train)
         for _ in range(WARMUP_STEPS):
             c.once(device, train)
-    for _ in range(steps):
-        for c in contestants.values():
+    order = list(contestants.values())
+    for i in range(steps):
+        # A B, then B A: neither model always runs right after the other (the cache and allocator
+        # state one batch leaves the next), so an order effect cancels instead of biasing the ratio
+        for c in order if i % 2 == 0 else order[::-1]:
             c.times.append(c.once(device, train))
     return contestants
 
@@ -227,7 +230,7 @@ def timm_equivalent(res: ResolvedSpec, params: int) -> tuple[Optional[nn.Module]
 
 
 def _ratio(ours: list[float], theirs: list[float]) -> dict[str, float]:
-    """archspec's speed over timm's, batch by batch (neighbours in time): the median and the
+    """archspec's speed over timm's, pair by pair (neighbours in time): the median and the
     quartiles of the per-pair ratios."""
     ratios = sorted(t / o for o, t in zip(ours, theirs))
     q1, _, q3 = statistics.quantiles(ratios, n=4, method="inclusive") if len(ratios) > 1 else (ratios[0],) * 3

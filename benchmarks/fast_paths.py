@@ -56,8 +56,9 @@ def cell(spec: dict, mode: str, train: bool, args: argparse.Namespace) -> dict:
     if proc.returncode != 0:
         return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"}
     p = json.loads(proc.stdout)
-    out = {"archspec_images_per_s": p["archspec"]["images_per_s"], "archspec_spread": p["archspec"]["spread"],
-           "archspec_first_batch_s": p["archspec"]["first_batch_s"]}  # fmt: skip
+    ours = p["archspec"]
+    out = {"pairs": p["steps"], "archspec_images_per_s": ours["images_per_s"], "archspec_spread": ours["spread"],
+           "archspec_first_batch_s": ours["first_batch_s"]}  # fmt: skip
     if "timm" in p:
         out.update(timm_images_per_s=p["timm"]["images_per_s"], timm_spread=p["timm"]["spread"], ratio=p["ratio"])
     else:
@@ -102,7 +103,7 @@ def main() -> None:
                     continue
                 cells[key] = cell(NETWORKS[net], mode, step == "train", args)
                 print(key, json.dumps(cells[key]), flush=True)
-                settings = {k: getattr(args, k) for k in ("device", "batch_size", "steps", "resolution")}
+                settings = {k: getattr(args, k) for k in ("device", "batch_size", "resolution")}
                 save_result(name, {"settings": settings, "cells": cells, "table": table(cells)})
     print(table(cells))
 

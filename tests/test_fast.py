@@ -219,3 +219,18 @@ def test_train_and_eval_take_channels_last(cli, tmp_path):
     plain = json.loads(cli("eval", run, "--resolutions", "64", "--json").out)
     fast = json.loads(cli("eval", run, "--resolutions", "64", "--channels-last", "--json").out)
     assert fast["results"][0]["top1"] == pytest.approx(plain["results"][0]["top1"], abs=0.02)
+
+
+@pytest.mark.parametrize("norm", ["bn", "gn", "ln+pn"])
+def test_inference_in_place_equals_the_recorded_forward_and_leaves_the_input(norm):
+    """Without autograd the blocks scale (SE) and add (residual) into their own fresh tensors:
+    the logits equal a forward that records gradients (out of place), bit for bit, and the
+    caller's batch is left as it was."""
+    model = _model(norm).eval()
+    x = _batch(2)
+    kept = x.clone()
+    with torch.no_grad():
+        fast = model(x)
+    recorded = model(x)
+    assert torch.equal(x, kept)
+    assert torch.equal(fast, recorded.detach())

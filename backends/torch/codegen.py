@@ -111,7 +111,14 @@ def _sources(proxy: bool) -> str:
         + ([norms["ProxyNormAct"]] if proxy else [])
         + [
             torch_layers[name]
-            for name in ("SqueezeExcite", "DepthwiseSeparable", "InvertedResidual", "GlobalPool", "EfficientNet")
+            for name in (
+                "SqueezeExcite",
+                "_residual",
+                "DepthwiseSeparable",
+                "InvertedResidual",
+                "GlobalPool",
+                "EfficientNet",
+            )
         ]
     )
     return "\n\n\n".join(p.rstrip() for p in pieces)

@@ -25,7 +25,16 @@ class SqueezeExcite(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = x.mean((2, 3), keepdim=True)
-        return x * self.gate(self.conv_expand(self.act1(self.conv_reduce(s))))
+        scale = self.gate(self.conv_expand(self.act1(self.conv_reduce(s))))
+        # where no gradient is recorded, x (the norm layer's fresh output) is scaled where it lies:
+        # one mid-channel-sized allocation less per block at inference
+        return x * scale if x.requires_grad else x.mul_(scale)
+
+
+def _residual(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """out + x; where no gradient is recorded, added into `out` (the block's fresh output), never
+    into x, which the caller may still hold."""
+    return out + x if out.requires_grad else out.add_(x)
 
 
 class DepthwiseSeparable(nn.Module):
@@ -49,7 +58,7 @@ class DepthwiseSeparable(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.bn2(self.conv_pw(self.se(self.bn1(self.conv_dw(x)))))
-        return self.drop_path(out) + x if self.has_skip else out
+        return _residual(self.drop_path(out), x) if self.has_skip else out
 
 
 class InvertedResidual(nn.Module):
@@ -77,7 +86,7 @@ class InvertedResidual(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.bn2(self.conv_dw(self.bn1(self.conv_pw(x))))
         out = self.bn3(self.conv_pwl(self.se(out)))
-        return self.drop_path(out) + x if self.has_skip else out
+        return _residual(self.drop_path(out), x) if self.has_skip else out
 
 
 class GlobalPool(nn.Module):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -81,6 +82,32 @@ def table(cells: dict) -> str:
     return "\n".join(lines)
 
 
+def over_eager(spec_file: str, steps: int) -> dict:
+    """One network in each mode, timed in turn in one process (A B C, C B A, ...): each mode's
+    speed over eager, inference and training, from neighbouring batches."""
+    from archspec.api import as_resolved
+    from archspec.backends.torch.bench import interleaved
+    from archspec.backends.torch.fast import FastPaths
+    from archspec.backends.torch.model import model_from_graph
+    from archspec.graph import build_graph
+
+    res = as_resolved(spec_file)
+    out = {}
+    for train in (False, True):
+        modes = {"eager": FastPaths(), "channels_last": FastPaths(channels_last=True),
+                 "compile": FastPaths(compiled=True), "compile+channels_last": FastPaths(True, True)}  # fmt: skip
+        if not train:
+            modes["fold+channels_last"] = FastPaths(channels_last=True, fold=True)
+        models = {m: model_from_graph(build_graph(res), seed=0) for m in modes}
+        timed = interleaved(models, "cpu", 16, 224, train, FastPaths(), steps, paths_of=modes)
+        eager = timed["eager"].times
+        out["train" if train else "inference"] = {
+            m: statistics.median(e / t for e, t in zip(eager, c.times)) for m, c in timed.items()
+        }
+        print(out, flush=True)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--device", default="cpu")
@@ -91,7 +118,16 @@ def main() -> None:
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--steps-kind", default="inference,train")
     parser.add_argument("--fresh", action="store_true")
+    parser.add_argument("--over-eager", metavar="SPEC", help="each mode's speed over eager for SPEC, in one process")
     args = parser.parse_args()
+    if args.over_eager:
+        result = {
+            "spec": args.over_eager,
+            "steps": args.steps,
+            "median_speed_over_eager": over_eager(args.over_eager, args.steps),
+        }
+        save_result("fast_paths_over_eager_cpu", result)
+        return
     name = f"fast_paths_{args.device}"
     file = RESULTS / f"{name}.json"
     cells: dict = {} if args.fresh or not file.exists() else json.loads(file.read_text())["cells"]

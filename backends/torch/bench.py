@@ -112,14 +112,16 @@ def interleaved(
     steps: int,
     in_channels: int = 3,
     classes: int = 1000,
+    paths_of: Optional[dict[str, FastPaths]] = None,
 ) -> dict[str, _Contestant]:
     """Every model timed over `steps` batches, taken in turn (A B B A A B ...) so that each sees
     the same machine: on a shared, noisy one the ratio of neighbouring batches is what can be trusted,
     not two runs minutes apart. Each model first runs one batch (it compiles, with --compile) and
-    WARMUP_STEPS more, untimed."""
+    WARMUP_STEPS more, untimed. `paths_of`: a model's own fast paths (one network in several modes)."""
     contestants = {}
     for name, model in models.items():
-        m, run, x, y, folded = _inputs(model, device, batch, resolution, train, in_channels, classes, paths)
+        own = (paths_of or {}).get(name, paths)
+        m, run, x, y, folded = _inputs(model, device, batch, resolution, train, in_channels, classes, own)
         contestants[name] = _Contestant(m, run, x, y, folded)
     for c in contestants.values():
         c.first_s = c.once(device, train)

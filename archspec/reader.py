@@ -313,5 +313,5 @@ def regular_or_absent(path: PathLike, kind: Kind, *, parameter: Optional[str] = 
     except FileNotFoundError:
         return Path(path)
     except OSError:
-        pass
+        pass  # any other failure to stat is check_file's to name, in its one line
     return check_file(path, kind, parameter=parameter)

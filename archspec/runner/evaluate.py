@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..backends.torch.fast import FastPaths, prepare
+from ..backends.torch.fast import FastPaths, check, prepare
 from ..errors import SpecError
 from ..limits import check_resolution
 from ..resolution import congruence_warnings, congruent
@@ -19,7 +19,6 @@ from ..spec import load_spec
 from .checkpoint import model_with_weights
 from .data import Transformed, collate, eval_batches, open_splits, val_transform
 from .distributed import autocast, session, to_device
-from .loop import check_fast_paths
 from .recipe import load_recipe
 from .rundir import RunDir
 
@@ -90,7 +89,7 @@ def evaluate_run(
     and the congruence warnings for the resolutions asked for; `paths`: channels_last, compile
     and BN folding (inference only, so all three apply)."""
     paths = paths or FastPaths()
-    check_fast_paths("torch", device, paths.compiled, paths.channels_last)
+    check(paths, device, train=False)
     run = RunDir(path)
     for r in resolutions:
         check_resolution(r, "resolutions")

@@ -121,10 +121,9 @@ def check_fast_paths(backend: str, device: str, compile: bool, channels_last: Op
         raise SpecError(
             "--channels-last goes with the torch backends; PopTorch lays out memory itself", parameter="channels_last"
         )
-    if compile:
-        from ..backends.torch.fast import require_compiler
+    from ..backends.torch.fast import FastPaths, check
 
-        require_compiler(device)
+    check(FastPaths(channels_last=bool(channels_last), compiled=compile), device, train=True)
 
 
 def compiled(model: nn.Module, compile: bool) -> nn.Module:

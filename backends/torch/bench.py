@@ -136,22 +136,6 @@ def interleaved(
     return contestants
 
 
-def measure(
-    model: nn.Module,
-    device: str,
-    batch: int,
-    resolution: int,
-    train: bool,
-    paths: FastPaths,
-    steps: int,
-    in_channels: int = 3,
-    classes: int = 1000,
-) -> dict[str, float]:
-    """Median seconds per batch after warm-up (forward, or forward + backward with --train)."""
-    timed = interleaved({"model": model}, device, batch, resolution, train, paths, steps, in_channels, classes)
-    return timed["model"].summary(batch)
-
-
 def _timm_norm_layer(res: ResolvedSpec) -> Any:
     """timm's norm + act layer for the spec's norm: BN, GN of the spec's group count, LN as GN of
     one group (timm's GroupNorm1Act, as archspec builds it); None for proxy norm, which timm lacks."""

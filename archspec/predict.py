@@ -31,17 +31,22 @@ import networkx as nx
 from pydantic import Field, PrivateAttr, ValidationError
 
 from .errors import SpecError, format_path
-from .graph import Node, StageKey, layers
+from .graph import Node, StageKey, build_graph, layers
+from .kernels import CONVS, GROUPS, Kernel
 from .reader import PROFILE, read_json
+from .resolve import resolve
+from .spec import load_spec
 from .validation import Strict
 
 FORMAT = "archspec-profile"
 Mode = Literal["infer", "train", "infer_host", "train_host"]
-Kind = Literal[
-    "conv", "conv1x1", "stem", "norm", "act", "pn", "se", "add", "droppath_add", "pool", "linear", "dropout", "call"
-]
-CONVS = ("conv", "conv1x1", "stem")
 NEIGHBOURS = 4  # measurements the correction is read from
+# batches beyond the largest calibrated one by more than this factor are not predicted: the
+# calibration says nothing about them
+EXTRAPOLATION = 2
+# a profile whose calibration networks' timings spread more than this (interquartile range over
+# the median) was measured on a machine too busy to trust
+NOISY = 0.10
 
 
 class Peaks(Strict):
@@ -52,7 +57,7 @@ class Peaks(Strict):
 class Entry(Strict):
     """One measured configuration: its kernel class, its shape and its times per call."""
 
-    kind: Kind
+    kind: Kernel = Field(strict=False)  # a name in the file
     variant: str = Field("", max_length=16)  # norm type, activation function
     channels: int = Field(ge=1)
     out_channels: int = Field(0, ge=0)
@@ -65,13 +70,27 @@ class Entry(Strict):
     # on a GPU, the host's part of a call (the device's is infer_s / train_s)
     infer_host_s: Optional[float] = Field(None, gt=0)
     train_host_s: Optional[float] = Field(None, gt=0)
+    infer_spread: Optional[float] = Field(None, ge=0)
+    train_spread: Optional[float] = Field(None, ge=0)
+
+
+class Network(Strict):
+    """One calibration network: the spec it was built from and its measured seconds per batch."""
+
+    source: str = Field(max_length=4096)
+    spec: dict[str, Any]
+    batch_size: int = Field(ge=1)
+    infer_s: float = Field(gt=0)
+    infer_spread: float = Field(ge=0)
+    train_s: Optional[float] = Field(None, gt=0)
+    train_spread: Optional[float] = Field(None, ge=0)
 
 
 class Profile(Strict):
     """A device profile as `archspec profile` writes it."""
 
     format: Literal["archspec-profile"]
-    version: Literal[1]
+    version: Literal[2]
     device: str
     dtype: Literal["fp32", "bf16", "fp16"]
     batch_size: int = Field(ge=1)
@@ -81,31 +100,52 @@ class Profile(Strict):
     threads: int = Field(ge=1)
     machine: dict[str, Union[str, int, float]]
     created: str
+    kernel_batch_size: int = Field(ge=1)
     seconds: float = Field(ge=0)
     peaks: Peaks
     entries: list[Entry] = Field(min_length=1)
+    calibration: list[Network] = Field(min_length=1)
+    noise: dict[str, float]
     _fits: dict[tuple[Any, ...], _Fit | None] = PrivateAttr(default_factory=dict)
     _conv_keys: dict[str, set[tuple[Any, ...]]] = PrivateAttr(default_factory=dict)
+    _corrections: dict[str, dict[int, Correction]] = PrivateAttr(default_factory=dict)
+
+    def corrections(self, mode: Mode) -> dict[int, Correction]:
+        """The calibration fitted at each batch size the networks were timed at (for `mode`)."""
+        if mode not in self._corrections:
+            rows: dict[int, list[tuple[dict[str, float], int, float]]] = {}
+            graphs: dict[str, nx.DiGraph[str]] = {}
+            for n in self.calibration:
+                measured = getattr(n, f"{mode}_s", None)
+                if measured is None:
+                    continue
+                key = repr(n.spec)
+                g = graphs[key] = graphs.get(key) or build_graph(resolve(load_spec(n.spec)))
+                by_group = kernel_seconds_by_group(g, self, n.batch_size, mode)
+                nodes = sum(1 for _, d in layers(g) if d["op"] != "input")
+                rows.setdefault(n.batch_size, []).append((by_group, nodes, measured))
+            self._corrections[mode] = {b: Correction.fit(r) for b, r in rows.items()}
+        return self._corrections[mode]
 
     def fit(self, key: tuple[Any, ...], mode: Mode) -> _Fit | None:
         """The fitted model of one kernel class (key: kind, variant, kernel, stride, group size)."""
         cache = (*key, mode)
         if cache not in self._fits:
             rows = [e for e in self.entries if _key(e) == key and _time(e, mode) is not None]
-            self._fits[cache] = _Fit.of(rows, mode, self.batch_size, self.overhead(mode)) if rows else None
+            self._fits[cache] = _Fit.of(rows, mode, self.kernel_batch_size, self.overhead(mode)) if rows else None
         return self._fits[cache]
 
     def conv_keys(self, mode: Mode) -> set[tuple[Any, ...]]:
         """The k x k conv classes measured in `mode`."""
         if mode not in self._conv_keys:
-            keys = {key for e in self.entries if (key := _key(e))[0] == "conv" and _time(e, mode) is not None}
+            keys = {key for e in self.entries if (key := _key(e))[0] == Kernel.CONV and _time(e, mode) is not None}
             self._conv_keys[mode] = keys
         return self._conv_keys[mode]
 
     def overhead(self, mode: Mode) -> float:
         """The measuring harness's own seconds per call (a module that does nothing), which every
         entry includes once and a network's step once in all; 0 if the profile did not measure it."""
-        times = [t for e in self.entries if e.kind == "call" and (t := _time(e, mode)) is not None]
+        times = [t for e in self.entries if e.kind == Kernel.CALL and (t := _time(e, mode)) is not None]
         return statistics.median(times) if times else 0.0
 
 
@@ -119,6 +159,8 @@ def load_profile(path: Union[str, Path]) -> Profile:
     data = read_json(path, PROFILE, parameter="profile")
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise refuse("not an archspec profile (write one with `archspec profile`)")
+    if data.get("version") == 1:
+        raise refuse("a profile without calibration networks (format version 1): run `archspec profile` again")
     try:
         return Profile.model_validate(data)
     except ValidationError as exc:
@@ -135,7 +177,7 @@ def load_profile(path: Union[str, Path]) -> Profile:
 class Shape:
     """A layer as the predictor sees it: class, channels and sizes, batch included."""
 
-    kind: str
+    kind: Kernel
     variant: str
     cin: int
     cout: int
@@ -148,8 +190,8 @@ class Shape:
 
     @property
     def key(self) -> tuple[Any, ...]:
-        if self.kind == "conv":
-            return ("conv", "", self.kernel, self.stride, self.group_size)
+        if self.kind == Kernel.CONV:
+            return (Kernel.CONV, "", self.kernel, self.stride, self.group_size)
         return (self.kind, self.variant, 0, 0, 0)
 
     @property
@@ -163,7 +205,7 @@ class Shape:
             weights = self.cout * self.group_size * self.kernel**2
             macs = self.out_pixels * weights
             return (1.0, macs, pixels_in * self.cin + self.out_pixels * self.cout, weights)
-        if self.kind == "linear":
+        if self.kind == Kernel.LINEAR:
             return (1.0, self.batch * self.cin * self.cout, self.cin * self.cout)
         return (1.0, pixels_in * self.cin, self.cin)
 
@@ -174,7 +216,7 @@ class Shape:
 
 def _entry_shape(e: Entry, batch: int) -> Shape:
     kind = e.kind
-    out = e.out_channels if kind in (*CONVS, "linear") else e.channels
+    out = e.out_channels if kind in CONVS | {Kernel.LINEAR} else e.channels
     return Shape(kind, e.variant, e.channels, out, e.kernel, e.stride, e.group_size, e.size, e.size, batch)
 
 
@@ -276,24 +318,26 @@ def node_shapes(d: Node, batch: int, mode: Mode) -> list[Shape]:
     c, *hw = d["in_shape"] or (1,)
     h, w = (hw[0], hw[1]) if len(hw) == 2 else (1, 1)
 
-    def shape(kind: str, variant: str = "", cin: int = c, cout: int = c) -> Shape:
+    def shape(kind: Kernel, variant: str = "", cin: int = c, cout: int = c) -> Shape:
         return Shape(kind, variant, cin, cout, 1, 1, 1, h, w, batch)
 
     if d["op"] == "conv":
-        kind = "stem" if d["role"] == "stem" else "conv1x1" if d["kernel"] == 1 and d["groups"] == 1 else "conv"
+        dense = d["kernel"] == 1 and d["groups"] == 1
+        kind = Kernel.STEM if d["role"] == "stem" else Kernel.CONV1X1 if dense else Kernel.CONV
         cin, cout = d["in_channels"], d["out_channels"]
         return [Shape(kind, "", cin, cout, d["kernel"], d["stride"], d["group_size"], h, w, batch)]
     if d["op"] == "norm":
-        pn = [shape("pn", d["activation"] or "")] if d["proxy"] else []
-        return [shape("norm", d["norm"]), *pn]
+        pn = [shape(Kernel.PN, d["activation"] or "")] if d["proxy"] else []
+        return [shape(Kernel.NORM, d["norm"]), *pn]
     if d["op"] == "linear":
-        return [shape("linear", cin=d["in_features"], cout=d["out_features"])]
+        return [shape(Kernel.LINEAR, cin=d["in_features"], cout=d["out_features"])]
     if d["op"] == "act":
-        return [shape("act", d["function"])]
+        return [shape(Kernel.ACT, d["function"])]
     if d["op"] == "add":
-        return [shape("droppath_add" if mode.startswith("train") and d["drop_path"] > 0 else "add")]
+        dropped = mode.startswith("train") and d["drop_path"] > 0
+        return [shape(Kernel.DROPPATH_ADD if dropped else Kernel.ADD)]
     if op in ("se", "pool", "dropout"):
-        return [shape(op)]
+        return [shape(Kernel(op))]
     return []
 
 
@@ -303,7 +347,7 @@ def _nearest(options: set[int], value: int) -> int:
 
 def kernel_seconds(profile: Profile, shape: Shape, mode: Mode) -> float:
     """Predicted seconds of one kernel-class call."""
-    if shape.kind != "conv":
+    if shape.kind != Kernel.CONV:
         fit = profile.fit(shape.key, mode) or profile.fit((*shape.key[:1], "silu", 0, 0, 0), mode)
         if fit is None:
             raise SpecError(
@@ -322,7 +366,7 @@ def kernel_seconds(profile: Profile, shape: Shape, mode: Mode) -> float:
 
     def at(group_size: int) -> float:
         """The layer's time with a measured group size (a class's fit is read on its own G only)."""
-        fit = profile.fit(("conv", "", k, s, group_size), mode)
+        fit = profile.fit((Kernel.CONV, "", k, s, group_size), mode)
         assert fit is not None
         return fit(replace(shape, group_size=group_size))
 
@@ -395,22 +439,102 @@ def _by_stage(g: nx.DiGraph[str], seconds: dict[str, float]) -> dict[StageKey, f
     return out
 
 
+GROUP_NAMES = sorted(set(GROUPS.values()))
+
+
+def _group(d: Node, batch_size: int, mode: Mode) -> str | None:
+    shapes = node_shapes(d, batch_size, mode)
+    return GROUPS[shapes[0].kind] if shapes else None
+
+
+@dataclass(frozen=True)
+class Correction:
+    """What kernels timed alone miss in a network, at one batch size: a factor per group of
+    kernel classes (archspec.kernels.GROUPS), seconds per node and seconds per step, fitted to the
+    profile's calibration networks."""
+
+    factors: dict[str, float]
+    per_node_s: float
+    per_step_s: float
+
+    @classmethod
+    def fit(cls, rows: list[tuple[dict[str, float], int, float]]) -> Correction:
+        """From (kernel seconds by group, nodes, measured seconds) of each calibration network."""
+        xs = [[*(by_group.get(name, 0.0) for name in GROUP_NAMES), nodes, 1.0] for by_group, nodes, _ in rows]
+        coef = nnls_relative(xs, [t for *_, t in rows])
+        return cls(dict(zip(GROUP_NAMES, coef)), coef[-2], coef[-1])
+
+    @staticmethod
+    def between(lo: tuple[int, Correction], hi: tuple[int, Correction], batch: int) -> Correction:
+        """Linear in log batch between two calibrated batch sizes."""
+        w = math.log(batch / lo[0]) / math.log(hi[0] / lo[0])
+
+        def mix(x: float, y: float) -> float:
+            return (1 - w) * x + w * y
+
+        a, b = lo[1], hi[1]
+        factors = {k: mix(a.factors[k], b.factors[k]) for k in a.factors}
+        return Correction(factors, mix(a.per_node_s, b.per_node_s), mix(a.per_step_s, b.per_step_s))
+
+
+def kernel_seconds_by_group(g: nx.DiGraph[str], profile: Profile, batch_size: int, mode: Mode) -> dict[str, float]:
+    """A network's kernels' seconds summed by group, as they were timed alone."""
+    out: dict[str, float] = {}
+    alone = node_seconds(g, profile, batch_size, mode)
+    for name, d in layers(g):
+        if (group := _group(d, batch_size, mode)) is not None:
+            out[group] = out.get(group, 0.0) + alone[name]
+    return out
+
+
+def calibrated_range(profile: Profile, mode: Mode) -> tuple[float, float]:
+    """The batch sizes the profile predicts `mode` at: those its networks were timed at, and
+    EXTRAPOLATION times beyond them either way (never below 1)."""
+    sizes = sorted(profile.corrections(mode))
+    if not sizes:
+        raise SpecError(f"the profile's calibration networks have no {mode} times", parameter="profile")
+    return max(1.0, sizes[0] / EXTRAPOLATION), sizes[-1] * EXTRAPOLATION
+
+
+def correction(profile: Profile, batch_size: int, mode: Mode) -> Correction:
+    """The calibration at `batch_size`: fitted at each batch size the profile's networks were timed
+    at, interpolated between them, the nearest one's a little beyond; a SpecError further out."""
+    lo_limit, hi_limit = calibrated_range(profile, mode)
+    fitted = profile.corrections(mode)
+    sizes = sorted(fitted)
+    if not lo_limit <= batch_size <= hi_limit:
+        raise SpecError(
+            f"batch {batch_size} is outside what the profile was calibrated for (batch {sizes[0]} to "
+            f"{sizes[-1]}, predicted from {lo_limit:g} up to {hi_limit:g}); profile with --batch-size {batch_size}",
+            parameter="batch_size",
+        )
+    lo = max((b for b in sizes if b <= batch_size), default=sizes[0])
+    hi = min((b for b in sizes if b >= batch_size), default=sizes[-1])
+    return fitted[lo] if lo == hi else Correction.between((lo, fitted[lo]), (hi, fitted[hi]), batch_size)
+
+
 def network_seconds(g: nx.DiGraph[str], profile: Profile, batch_size: int, mode: Mode) -> dict[str, float]:
     """Each node's share of a batch's predicted time (the step's own overhead, once, goes to its
-    first node). On a CPU a node's time is its kernels'; on a GPU (a profile with host times) the
-    host enqueues each node's kernels and the device runs them once enqueued and once it is free,
-    so a node adds what it moves the device's finish by."""
-    device = node_seconds(g, profile, batch_size, mode)
+    first node): its kernels' time alone, corrected by the profile's calibration. On a GPU (a
+    profile with host times) the host enqueues each node's kernels and the device runs them once
+    enqueued and once it is free, so a node adds what it moves the device's finish by."""
+    fix = correction(profile, batch_size, mode)
+    alone = node_seconds(g, profile, batch_size, mode)
+    device = {}
+    for name, d in layers(g):
+        if name in alone:
+            group = _group(d, batch_size, mode)
+            device[name] = (fix.factors[group] * alone[name] + fix.per_node_s) if group is not None else 0.0
     host_mode: Mode = "train_host" if mode == "train" else "infer_host"
     gpu = any(e.infer_host_s for e in profile.entries)
     host = node_seconds(g, profile, batch_size, host_mode) if gpu else dict.fromkeys(device, 0.0)
-    issued = profile.overhead(host_mode if gpu else mode)
+    issued = profile.overhead(host_mode) if gpu else 0.0
     finished = 0.0
     out = {}
-    for name, t in device.items():
+    for i, (name, t) in enumerate(device.items()):
         issued += host[name]
         start = max(finished, issued)
-        out[name] = start + t - finished
+        out[name] = start + t - finished + (fix.per_step_s if i == 0 else 0.0)
         finished = start + t
     return out
 
@@ -420,7 +544,9 @@ def predict(g: nx.DiGraph[str], profile: Profile, batch_size: int) -> Prediction
     if not 1 <= batch_size <= 1 << 20:
         raise SpecError(f"must be from 1 to {1 << 20}, got {batch_size}", parameter="batch_size")
     infer = network_seconds(g, profile, batch_size, "infer")
-    train = network_seconds(g, profile, batch_size, "train") if profile.train else None
+    # training is timed whole at the profile's batch only: a batch far below it has no prediction
+    trainable = profile.train and calibrated_range(profile, "train")[0] <= batch_size
+    train = network_seconds(g, profile, batch_size, "train") if trainable else None
     latency = network_seconds(g, profile, 1, "infer")
     infer_stages = _by_stage(g, infer)
     train_stages = _by_stage(g, train) if train is not None else {}
@@ -436,8 +562,53 @@ def predict(g: nx.DiGraph[str], profile: Profile, batch_size: int) -> Prediction
     )
 
 
+def calibration_summary(profile: Profile) -> dict[str, Any]:
+    """Which networks calibrated the profile, at which batch sizes, and how quiet the machine was."""
+    sources: dict[str, int] = {}
+    for n in profile.calibration:
+        if n.batch_size == min(m.batch_size for m in profile.calibration):
+            sources[n.source] = sources.get(n.source, 0) + 1
+    return {
+        "networks": sum(sources.values()),
+        "sources": sources,
+        "batch_sizes": sorted({n.batch_size for n in profile.calibration}),
+        "noise": profile.noise,
+    }
+
+
+def run_threads() -> int:
+    """The threads a torch run here would use: OMP_NUM_THREADS, else torch's own count where torch
+    is loaded already, else the CPUs this process may run on (torch is not imported for this)."""
+    import os
+    import sys
+
+    if (env := os.environ.get("OMP_NUM_THREADS", "")).isdigit() and int(env) > 0:
+        return int(env)
+    if "torch" in sys.modules:
+        return int(sys.modules["torch"].get_num_threads())
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def warnings_for(profile: Profile) -> list[str]:
+    """What makes a prediction from this profile doubtful here, one line each."""
+    out = []
+    if profile.device == "cpu" and profile.threads != (threads := run_threads()):
+        out.append(f"the profile was measured with {profile.threads} threads, a run here uses {threads}")
+    if profile.noise.get("networks", 0.0) > NOISY:
+        out.append(
+            f"the machine was noisy while profiling (calibration timings spread {profile.noise['networks']:.0%}); "
+            "profile again on a quieter machine"
+        )
+    return out
+
+
 def speed_report(g: nx.DiGraph[str], profile: Union[str, Path], batch_size: int | None = None) -> dict[str, Any]:
     """`stats --profile`: the prediction at `batch_size` (default: the profile's) as plain data."""
     loaded = load_profile(profile)
     result = predict(g, loaded, batch_size or loaded.batch_size).as_dict()
-    return {"profile": str(profile), **result}
+    return {
+        "profile": str(profile),
+        **result,
+        "calibration": calibration_summary(loaded),
+        "warnings": warnings_for(loaded),
+    }

@@ -12,6 +12,7 @@ from archspec.api import as_resolved
 
 from . import render
 from .options import (
+    SPEC,
     ChannelsLast,
     Compiled,
     Device,
@@ -24,7 +25,7 @@ from .options import (
     SpecArg,
     UsageError,
 )
-from .paths import Writes
+from .paths import Reads, Writes
 from .render import measure as shown
 
 PerLayer = Annotated[
@@ -87,21 +88,45 @@ def profile(
     ],
     device: DeviceFlag = Device.cpu,
     dtype: Annotated[Dtype, typer.Option("--dtype", help="fp32, or autocast to bf16 / fp16.")] = Dtype.fp32,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=1 << 12)] = 8,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, max=1 << 12, help="The batch the networks are calibrated at (and 1).")
+    ] = 16,
+    calibrate: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--calibrate",
+            metavar="SPEC",
+            help="Also time this network whole (repeatable): your own designs, next to the default set.",
+            parser=Reads(SPEC, "calibrate", missing_ok=True, text=True),
+        ),
+    ] = None,
     train: Annotated[
         bool, typer.Option("--train/--no-train", help="Also time forward + backward (training steps).")
     ] = True,
     as_json: Json = False,
 ) -> None:
     """Measure this device's kernel classes (grouped and 1x1 convs, norms, proxy norm, activations,
-    SE, add, pool, linear) into a profile that `stats --profile` predicts speed from."""
+    SE, add, pool, linear) and a few whole networks that calibrate them into a profile that `stats
+    --profile` predicts speed from."""
+    from archspec.backends.torch.fast import require_device
     from archspec.backends.torch.profile import profile as measure
-    from archspec.backends.torch.profile import require_device
+    from archspec.calibration import default_specs
 
     require_device(device.value)  # before the progress bar, which would leave a blank line
+    networks = [("default", s) for s in default_specs()] + [(path, as_data(path)) for path in calibrate or []]
     with shown.progress("profiling") as tick:
-        data = measure(device.value, dtype.value, batch_size, train, out=out, progress=tick)
+        data = measure(device.value, dtype.value, batch_size, train, out=out, progress=tick, networks=networks)
     shown.profile_summary(data, out, as_json)
+
+
+def as_data(spec: str) -> dict:
+    """A spec file or preset as the plain data a profile carries, to be rebuilt when it is read."""
+    from archspec.spec import load_spec
+
+    data = load_spec(spec).model_dump(mode="json", exclude_none=True, exclude={"base"})
+    # the bases are merged in already; only a preset at the chain's end is named, not a file
+    preset = as_resolved(spec).preset
+    return {**data, "base": preset} if preset else data
 
 
 def register(app: typer.Typer) -> None:

@@ -679,6 +679,7 @@ FILE_READERS = {
         (("bench", "spec"), ("bench", "{f}")),
         (("train", "spec"), ("train", "{f}", "--max-steps", "1", "--out", "{out}")),
         (("export", "source"), ("export", "{f}", "--format", "torchscript", "--out", "{out}.pt")),
+        (("profile", "calibrate"), ("profile", "--out", "{out}.json", "--calibrate", "{f}")),
     ],
     reader.RECIPE: [
         (

@@ -46,10 +46,43 @@ def _kernel_law(e: dict, batch: int, train: bool) -> float:
     return law(0, batch * c * h * h, train)
 
 
-def synthetic_profile(batch: int = 4) -> dict:
+# networks whose whole-network times follow the law too (a step pays the overhead once): they
+# calibrate the kernels to the identity
+# (group sizes the grid measures, so that the kernels alone follow the law exactly too)
+CALIBRATION = [
+    str(TINY),
+    str(SPECS / "b1_g1.yaml"),
+    *(
+        {"base": str(TINY), "group_size": g, "resolution": {"train": px}, "norm": {"type": norm}}
+        for g, px, norm in ((1, 64, "bn"), (2, 96, "gn"), (4, 128, "ln+pn"), (8, 80, "gn+pn"), (1, 160, "ln"))
+    ),
+]
+
+
+def _network_law(spec, batch: int, train: bool, elementwise_factor: float = 1.0) -> float:
+    g = as_graph(spec)
+    total = 0.0
+    for _, d in layers(g):
+        if d["op"] != "input":
+            t = _node_law(d, batch, train)
+            total += elementwise_factor * t if d["op"] in ("norm", "act", "add") else t
+    return total + OVERHEAD
+
+
+def synthetic_profile(batch: int = 4, elementwise_factor: float = 1.0) -> dict:
+    """`elementwise_factor`: how much slower the norms, activations and adds run inside the
+    calibration networks than alone."""
     from archspec.backends.torch.profile import FORMAT, VERSION, grid
 
     entries = [{**e, "infer_s": _entry_law(e, batch, False), "train_s": _entry_law(e, batch, True)} for e in grid()]
+    networks = []
+    for spec in CALIBRATION:
+        for b in (1, batch):
+            row = {"source": "test", "spec": spec if isinstance(spec, dict) else {"base": spec}, "batch_size": b}
+            row |= {"infer_s": _network_law(spec, b, False, elementwise_factor), "infer_spread": 0.01}
+            if b > 1:
+                row |= {"train_s": _network_law(spec, b, True, elementwise_factor), "train_spread": 0.01}
+            networks.append(row)
     return {
         "format": FORMAT,
         "version": VERSION,
@@ -62,9 +95,12 @@ def synthetic_profile(batch: int = 4) -> dict:
         "threads": 2,
         "machine": {"cpu": "synthetic"},
         "created": "2026-01-01T00:00:00+00:00",
+        "kernel_batch_size": batch,
         "seconds": 0.0,
         "peaks": {"gflops": 100.0, "gbps": 10.0},
         "entries": entries,
+        "calibration": networks,
+        "noise": {"kernels": 0.01, "networks": 0.01},
     }
 
 
@@ -112,6 +148,34 @@ def test_the_prediction_adds_up(profile_file):
     assert p.latency_ms == pytest.approx((latency + OVERHEAD) * 1e3, rel=1e-6)
 
 
+def test_the_calibration_learns_what_kernels_alone_miss(tmp_path):
+    """Where norms, activations and adds run 1.3x slower inside networks than alone, a network the
+    calibration never saw is predicted with its elementwise layers 1.3x slower, the rest as alone."""
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(synthetic_profile(elementwise_factor=1.3)))
+    spec = SPECS / "b0_g16_lnpn_half.yaml"
+    for batch, train in ((4, False), (4, True), (1, False)):
+        p = predict(as_graph(spec), load_profile(path), batch)
+        predicted = p.latency_ms / 1e3 if batch == 1 else p.train_s if train else p.infer_s
+        assert predicted == pytest.approx(_network_law(spec, batch, train, 1.3), rel=1e-4), (batch, train)
+
+
+def test_batches_beyond_the_calibration_are_refused(cli, profile_file):
+    result = cli("stats", TINY, "--profile", profile_file, "--batch-size", "64")
+    assert result.code == 2 and result.out == "" and result.err.count("\n") == 1
+    assert "calibrated for (batch 1 to 4" in result.err and "--batch-size 64" in result.err
+    assert cli("stats", TINY, "--profile", profile_file, "--batch-size", "8").code == 0
+
+
+def test_a_profile_from_other_threads_is_warned_about(cli, profile_file, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    result = cli("stats", TINY, "--profile", profile_file)
+    assert result.code == 0
+    assert "warning: the profile was measured with 2 threads, a run here uses 3" in result.err
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert "warning" not in cli("stats", TINY, "--profile", profile_file).err
+
+
 def test_group_sizes_between_measured_ones_are_interpolated(tmp_path):
     """Where the profile says G16 costs twice its law and G8 its law, a G12 layer costs what it
     would with G8 and with G16, interpolated in log G."""
@@ -140,7 +204,8 @@ def test_group_sizes_between_measured_ones_are_interpolated(tmp_path):
         ("{not json", "not a JSON file"),
         ("[1, 2]", "not an archspec profile"),
         ('{"name": "b0", "macs": 1}', "not an archspec profile"),
-        ('{"format": "archspec-profile", "version": 1}', "corrupt profile"),
+        ('{"format": "archspec-profile", "version": 2}', "corrupt profile"),
+        ('{"format": "archspec-profile", "version": 1}', "run `archspec profile` again"),
     ],
 )
 def test_a_corrupt_or_foreign_profile_is_one_line(tmp_path, cli, content, says):
@@ -197,11 +262,17 @@ def test_the_profile_backend_writes_what_the_predictor_reads(tmp_path):
     ]
     ticks = []
     out = tmp_path / "p.json"
-    data = profile("cpu", "fp32", 2, True, configs=configs, progress=lambda i, n, _: ticks.append((i, n)), out=out)
-    assert ticks[-1] == (3, 3)
+    tiny = [("tiny.yaml", {"base": str(TINY)})]
+    data = profile(
+        "cpu", "fp32", 2, True, configs=configs, progress=lambda i, n, _: ticks.append((i, n)), out=out, networks=tiny
+    )
+    assert ticks[-1] == (4, 4)
     loaded = load_profile(out)
     assert len(loaded.entries) == 3 and all(e.train_s and e.infer_s for e in loaded.entries)
     assert loaded.threads >= 1 and loaded.torch == data["torch"] and loaded.machine["cores"] >= 1
+    # the network is timed whole at batch 1 (latency) and at the profile's batch, forward + backward too
+    assert [(n.batch_size, n.train_s is not None) for n in loaded.calibration] == [(1, False), (2, True)]
+    assert all(n.infer_s > 0 and n.spec == tiny[0][1] for n in loaded.calibration)
 
 
 def test_profile_refuses_an_unwritable_out_before_measuring(cli, tmp_path):
@@ -254,14 +325,20 @@ def test_profile_on_a_machine_without_cuda_is_one_line(cli, tmp_path):
 
 @pytest.mark.slow
 def test_profile_default_grid_feeds_the_predictor(cli, tmp_path):
-    """The real command, its default grid (a few minutes on two cores): a file the predictor reads,
-    with every kernel class a network needs, so stats --profile works on any spec."""
+    """The real command, its default grid and calibration (a few minutes on two cores) and a
+    user's own network: a file the predictor reads, with every kernel class a network needs, so
+    stats --profile works on any spec, and says what calibrated it."""
+    from archspec.calibration import DEFAULT_COUNT
+
     out = tmp_path / "cpu.json"
-    result = cli("profile", "--out", out, "--json")
+    result = cli("profile", "--out", out, "--json", "--calibrate", SPECS / "b0_g16_ln.yaml")
     assert result.code == 0, result.err
     summary = json.loads(result.out)
     profile = load_profile(out)
     assert summary["configurations"] == len(profile.entries) and profile.train
+    assert summary["calibration_networks"] == DEFAULT_COUNT + 1
     for spec in (TINY, SPECS / "b0_g1.yaml", SPECS / "b2_g16_lnpn_half.yaml"):
         p = predict(as_graph(spec), profile, 8)
         assert p.infer_images_per_s > p.train_images_per_s > 0 and p.latency_ms > 0
+    stats = json.loads(cli("stats", TINY, "--profile", out, "--json").out)["predicted"]
+    assert stats["calibration"]["sources"] == {"default": DEFAULT_COUNT, str(SPECS / "b0_g16_ln.yaml"): 1}

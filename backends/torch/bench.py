@@ -20,8 +20,7 @@ from archspec.graph import Node, build_graph, info, layers
 from archspec.presets import B0_STAGES, SCALING
 from archspec.resolve import ResolvedSpec
 
-from .fast import FastPaths, check, prepare, to_memory_format
-from .profile import require_device
+from .fast import FastPaths, check, prepare, require_device, to_memory_format
 
 EAGER = FastPaths()
 
@@ -542,7 +541,7 @@ def per_layer(
     per-layer sum compares with the plain step's time. With `vs_timm`, timm's equivalent network
     is timed under the same IR names, node by node, to show where the two differ."""
     from .model import model_from_graph
-    from .profile import peaks
+    from .timing import peaks
 
     require_device(device)
     g = build_graph(res, res.resolution.pick(resolution))

@@ -30,6 +30,12 @@ class FastPaths:
         return ", ".join([*on, *(["BN folded"] if self.fold else [])]) or "eager"
 
 
+def require_device(device: str) -> None:
+    """A located error, before any work, where the device asked for is not on this machine."""
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SpecError("CUDA is not available on this machine; use --device cpu", parameter="device")
+
+
 def require_compiler(device: str) -> None:
     """One located line, before any work, where torch.compile cannot run on `device`: Inductor
     needs a C++ compiler for CPU code and Triton for GPU code. (Without this check the first batch

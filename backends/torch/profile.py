@@ -19,7 +19,7 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,15 +27,21 @@ import torch
 from torch import nn
 from torchvision.ops import StochasticDepth
 
+from archspec.api import as_graph
 from archspec.atomic import write_text
+from archspec.calibration import default_specs
 from archspec.errors import SpecError
+from archspec.graph import info
+from archspec.kernels import CONVS, Kernel
 
+from .bench import _inputs, _step
+from .fast import FastPaths, require_device
 from .layers import GlobalPool, SqueezeExcite
 from .norms import ProxyNormAct, make_activation, norm_act
+from .timing import Clock, autocast, peaks, spread, timed
 
 FORMAT = "archspec-profile"
-VERSION = 1
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+VERSION = 2
 
 # (channels, input size) of the grid: channel counts divisible by every group size up to 64 from
 # 64 on, sizes from a 380 px network's stem output down to a 64 px network's last stage, keeping
@@ -43,17 +49,15 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 CHANNELS = (16, 32, 64, 128, 256, 512, 1024, 2048)
 SIZES = (2, 4, 8, 16, 32, 64, 128, 192)
 ACTIVATION_RANGE = (1_000, 2_500_000)
-MAX_MACS = 500_000_000  # per image: a larger conv than any layer of the networks archspec is for
+MAX_MACS = 150_000_000  # per image: a larger conv than any layer of the networks a profile is for
 GROUP_SIZES = (1, 2, 4, 8, 16, 32, 64)
 KERNELS = (3, 5)
 ACTIVATIONS = ("silu", "relu", "gelu")
 NORMS = ("bn", "gn", "ln")
 CLASSES = 1000
-# time each configuration until this many seconds have been spent on it (at least MIN_REPS calls)
-BUDGET_S = 0.03
-MIN_REPS = 3
-MAX_REPS = 50
-GPU_CYCLES_PER_S = 2e9  # to size the sleep kernel; a rough clock is enough (it is checked)
+# kernels are timed at this batch (or the profile's, if smaller): their time grows in proportion
+# beyond it, and the calibration networks, timed at the profile's batch, fit what it misses
+KERNEL_BATCH = 4
 
 
 def shapes(every: int = 1) -> list[tuple[int, int]]:
@@ -68,9 +72,9 @@ def grid() -> list[dict[str, Any]]:
     for k in KERNELS:
         for stride in (1, 2):
             for g in GROUP_SIZES:
-                # stride 2 is a few layers a network: half the grid along each axis, and odd sizes
-                # too (where 'same' padding rounds up), so that MACs and elements moved part ways
-                for c, h in shapes(1) if stride == 1 else [(c, h + odd) for c, h in shapes(2) for odd in (0, 1)]:
+                # stride 2 at odd sizes, where 'same' padding rounds up, so that MACs and elements
+                # moved part ways
+                for c, h in shapes(2) if stride == 1 else [(c, h + 1) for c, h in shapes(2)]:
                     macs = c * g * k * k * (h // stride) ** 2
                     if g <= c and c % g == 0 and h >= stride and macs <= MAX_MACS:
                         out.append(_conv(c, c, k, stride, g, h))
@@ -81,22 +85,23 @@ def grid() -> list[dict[str, Any]]:
     for cout in (16, 32, 64):
         for h in (32, 64, 128, 256, 400):
             out.append(_conv(3, cout, 3, 2, 3, h))
-    for c, h in shapes():
-        out += [{"kind": "norm", "variant": n, "channels": c, "size": h} for n in NORMS]
-        out += [{"kind": "act", "variant": a, "channels": c, "size": h} for a in ACTIVATIONS]
-        out += [{"kind": "pn", "variant": "silu", "channels": c, "size": h}]
-        out += [{"kind": k, "variant": "", "channels": c, "size": h} for k in ("se", "add", "droppath_add", "pool")]
+    for c, h in shapes(2):
+        out += [{"kind": Kernel.NORM, "variant": n, "channels": c, "size": h} for n in NORMS]
+        out += [{"kind": Kernel.ACT, "variant": a, "channels": c, "size": h} for a in ACTIVATIONS]
+        out += [{"kind": Kernel.PN, "variant": "silu", "channels": c, "size": h}]
+        plain = (Kernel.SE, Kernel.ADD, Kernel.DROPPATH_ADD, Kernel.POOL)
+        out += [{"kind": k, "variant": "", "channels": c, "size": h} for k in plain]
     # the harness's own cost per call (a module that does nothing): every other entry includes it
     # once, a network's step once in all, so the predictor takes it off each layer
-    out += [{"kind": "call", "variant": "", "channels": 16, "size": 8} for _ in range(5)]
+    out += [{"kind": Kernel.CALL, "variant": "", "channels": 16, "size": 8} for _ in range(5)]
     for c in CHANNELS:
-        out.append({"kind": "linear", "variant": "", "channels": c, "out_channels": CLASSES, "size": 1})
-        out.append({"kind": "dropout", "variant": "", "channels": c, "size": 1})
+        out.append({"kind": Kernel.LINEAR, "variant": "", "channels": c, "out_channels": CLASSES, "size": 1})
+        out.append({"kind": Kernel.DROPOUT, "variant": "", "channels": c, "size": 1})
     return out
 
 
 def _conv(cin: int, cout: int, k: int, stride: int, group_size: int, size: int) -> dict[str, Any]:
-    kind = "conv1x1" if k == 1 else ("stem" if cin == group_size and cin != cout else "conv")
+    kind = Kernel.CONV1X1 if k == 1 else (Kernel.STEM if cin == group_size and cin != cout else Kernel.CONV)
     return {
         "kind": kind,
         "variant": "",
@@ -135,90 +140,26 @@ class DropPathAdd(nn.Module):
 
 def module_for(cfg: dict[str, Any]) -> tuple[nn.Module, tuple[int, ...]]:
     """The torch module of a configuration, and its per-sample input shape."""
-    kind, c, h, v = cfg["kind"], cfg["channels"], cfg["size"], cfg["variant"]
-    if kind in ("conv", "conv1x1", "stem"):
+    kind, c, h, v = Kernel(cfg["kind"]), cfg["channels"], cfg["size"], cfg["variant"]
+    if kind in CONVS:
         k = cfg["kernel"]
         m: nn.Module = nn.Conv2d(
             c, cfg["out_channels"], k, cfg["stride"], padding=k // 2, groups=c // cfg["group_size"], bias=False
         )
         return m, (c, h, h)
-    makers: dict[str, Callable[[], nn.Module]] = {
-        "norm": lambda: norm_act(c, v, num_groups=4 if v == "gn" and c % 4 == 0 else 1),
-        "act": lambda: make_activation(v),
-        "pn": lambda: ProxyPart(c, v),
-        "se": lambda: SqueezeExcite(c, max(1, c // 16), "silu"),
-        "add": lambda: DropPathAdd(0.0),
-        "droppath_add": lambda: DropPathAdd(0.1),
-        "pool": GlobalPool,
-        "linear": lambda: nn.Linear(c, cfg["out_channels"]),
-        "dropout": lambda: nn.Dropout(0.2),
-        "call": nn.Identity,
+    makers: dict[Kernel, Callable[[], nn.Module]] = {
+        Kernel.NORM: lambda: norm_act(c, v, num_groups=4 if v == "gn" and c % 4 == 0 else 1),
+        Kernel.ACT: lambda: make_activation(v),
+        Kernel.PN: lambda: ProxyPart(c, v),
+        Kernel.SE: lambda: SqueezeExcite(c, max(1, c // 16), "silu"),
+        Kernel.ADD: lambda: DropPathAdd(0.0),
+        Kernel.DROPPATH_ADD: lambda: DropPathAdd(0.1),
+        Kernel.POOL: GlobalPool,
+        Kernel.LINEAR: lambda: nn.Linear(c, cfg["out_channels"]),
+        Kernel.DROPOUT: lambda: nn.Dropout(0.2),
+        Kernel.CALL: nn.Identity,
     }
-    return makers[kind](), ((c,) if kind in ("linear", "dropout") else (c, h, h))
-
-
-Clock = Callable[[], float]
-
-
-def _cpu_seconds(fn: Callable[[], Any], clock: Clock) -> float:
-    """Median seconds per call, repeated within the time budget."""
-    fn()
-    times: list[float] = []
-    while len(times) < MIN_REPS or (sum(times) < BUDGET_S and len(times) < MAX_REPS):
-        t0 = clock()
-        fn()
-        times.append(clock() - t0)
-    return statistics.median(times)
-
-
-def _gpu_seconds(fn: Callable[[], Any]) -> tuple[float, float]:
-    """(device, host) seconds per call. The device is held in a sleep kernel while the host
-    enqueues the calls, so the events after the sleep time the kernels back to back, without the
-    host's gaps, and the host's own time is read apart: a network's step is a queue between the
-    two (archspec.predict)."""
-    fn()
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    fn()
-    host = time.perf_counter() - t0
-    torch.cuda.synchronize()
-    calls = max(1, min(10, int(2e-3 / (time.perf_counter() - t0))))  # a few ms of device work
-    hold = 3 * calls * host + 1e-3  # longer than the host needs to enqueue them
-    device_s: list[float] = []
-    host_s: list[float] = []
-    doublings = 0
-    while len(device_s) < MIN_REPS:
-        begin, start, end = (torch.cuda.Event(enable_timing=True) for _ in range(3))
-        begin.record()
-        torch.cuda._sleep(int(hold * GPU_CYCLES_PER_S))
-        start.record()
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        enqueue = time.perf_counter() - t0
-        end.record()
-        torch.cuda.synchronize()
-        if enqueue > 0.8 * begin.elapsed_time(start) / 1e3 and doublings < 6:
-            hold, doublings = 2 * hold, doublings + 1  # the device caught up with the host: hold it longer
-            continue
-        device_s.append(start.elapsed_time(end) / 1e3 / calls)
-        host_s.append(enqueue / calls)
-    return statistics.median(device_s), statistics.median(host_s)
-
-
-def _timed(
-    out: dict[str, float], mode: str, fn: Callable[[], Any], device: str, clock: Clock = time.perf_counter
-) -> None:
-    if device == "cuda":
-        out[f"{mode}_s"], out[f"{mode}_host_s"] = _gpu_seconds(fn)
-    else:
-        out[f"{mode}_s"] = _cpu_seconds(fn, clock)
-
-
-@contextlib.contextmanager
-def _autocast(device: str, dtype: str) -> Iterator[None]:
-    with torch.autocast(device, dtype=DTYPES[dtype], enabled=dtype != "fp32"):
-        yield
+    return makers[kind](), ((c,) if kind in (Kernel.LINEAR, Kernel.DROPOUT) else (c, h, h))
 
 
 def measure(
@@ -238,40 +179,25 @@ def measure(
 
     def infer() -> None:
         # autocast entered per call as a step enters it: weights are cast once per call
-        with _autocast(device, dtype), torch.no_grad():
+        with autocast(device, dtype), torch.no_grad():
             module(x)
 
-    _timed(out, "infer", infer, device, clock)
+    timed(out, "infer", infer, device, clock)
     if train:
         module.train()
         x.requires_grad_(True)
-        with _autocast(device, dtype):
+        with autocast(device, dtype):
             grad = torch.randn_like(module(x))
 
         def step() -> None:
-            with _autocast(device, dtype):
+            with autocast(device, dtype):
                 y = module(x)
             y.backward(grad)
             module.zero_grad(set_to_none=True)
             x.grad = None
 
-        _timed(out, "train", step, device, clock)
+        timed(out, "train", step, device, clock)
     return out
-
-
-def peaks(device: str, dtype: str) -> dict[str, float]:
-    """The device's measured peak compute (GFLOP/s of a large matrix product) and memory bandwidth
-    (GB/s of a large copy, bytes read and written): the roofline's ceilings."""
-    n = 8192 if device == "cuda" else 1024
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
-    src = torch.empty(1 << (28 if device == "cuda" else 25), device=device)
-    dst = torch.empty_like(src)
-    timing: dict[str, float] = {}
-    with _autocast(device, dtype):
-        _timed(timing, "mm", lambda: a @ b, device)
-    _timed(timing, "copy", lambda: dst.copy_(src), device)
-    return {"gflops": 2 * n**3 / timing["mm_s"] / 1e9, "gbps": 2 * src.nbytes / timing["copy_s"] / 1e9}
 
 
 def machine(device: str) -> dict[str, Any]:
@@ -305,10 +231,61 @@ def header(device: str, dtype: str, batch: int, train: bool) -> dict[str, Any]:
     }
 
 
-def require_device(device: str) -> None:
-    """A located error, before any work, where the device asked for is not on this machine."""
-    if device == "cuda" and not torch.cuda.is_available():
-        raise SpecError("CUDA is not available on this machine; use --device cpu", parameter="device")
+# a calibration network's batch is timed until this many seconds are spent on it (at least
+# NETWORK_MIN_REPS batches, after NETWORK_WARMUP untimed ones)
+NETWORK_BUDGET_S = 1.0
+NETWORK_MIN_REPS = 3
+NETWORK_MAX_REPS = 20
+NETWORK_WARMUP = 2
+LATENCY_BATCH = 1
+
+
+def network_seconds(
+    spec: dict[str, Any], device: str, batch: int, train: bool, clock: Clock = time.perf_counter
+) -> tuple[float, float]:
+    """(median seconds, spread) of one batch of a whole network, the step `archspec bench` times:
+    inference, or forward + backward. The spread is the interquartile range over the median."""
+    from .model import model_from_graph
+
+    g = as_graph(spec)
+    paths = FastPaths(channels_last=device == "cuda")
+    size, res = info(g)["resolution"][0], info(g)["resolved"]
+    built = model_from_graph(g, seed=0)
+    model, run, x, y, _ = _inputs(built, device, batch, size, train, res.in_channels, res.num_classes, paths)
+    step = lambda: _step(model, run, x, y, train)  # noqa: E731
+    for _ in range(NETWORK_WARMUP):
+        step()
+    times: list[float] = []
+    while len(times) < NETWORK_MIN_REPS or (sum(times) < NETWORK_BUDGET_S and len(times) < NETWORK_MAX_REPS):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t0 = clock()
+        step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        times.append(clock() - t0)
+    return statistics.median(times), spread(times)
+
+
+def calibrate(
+    specs: list[tuple[str, dict[str, Any]]],
+    device: str,
+    batch: int,
+    train: bool,
+    clock: Clock = time.perf_counter,
+) -> list[dict[str, Any]]:
+    """Whole networks timed on the device, at batch 1 and `batch`, for the predictor to learn what
+    kernels timed alone miss (archspec.predict). `specs`: (where it came from, the spec as data)."""
+    out = []
+    for source, spec in specs:
+        for b in sorted({LATENCY_BATCH, batch}):
+            row: dict[str, Any] = {"source": source, "spec": spec, "batch_size": b}
+            modes = (("infer", False), ("train", True)) if train and b != LATENCY_BATCH else (("infer", False),)
+            for mode, backward in modes:
+                with torch.random.fork_rng(devices=[]):
+                    row[f"{mode}_s"], row[f"{mode}_spread"] = network_seconds(spec, device, b, backward, clock)
+            out.append(row)
+    return out
 
 
 def profile(
@@ -319,24 +296,51 @@ def profile(
     configs: list[dict[str, Any]] | None = None,
     progress: Callable[[int, int, str], None] | None = None,
     out: Path | None = None,
+    networks: list[tuple[str, dict[str, Any]]] | None = None,
+    clock: Clock = time.perf_counter,
 ) -> dict[str, Any]:
-    """Time every configuration of `configs` (default: the grid) at `batch`; the profile as JSON
-    data, written to `out` if given."""
+    """Time every configuration of `configs` (default: the grid) at `batch`, then the calibration
+    `networks` (default: archspec.calibration's); the profile as JSON data, written to `out` if given.
+    `clock` times CPU calls (module `measure`'s)."""
     require_device(device)
     configs = grid() if configs is None else configs
+    kernel_batch = min(batch, KERNEL_BATCH)
+    networks = [("default", s) for s in default_specs()] if networks is None else networks
+    total = len(configs) + len(networks)
     t0 = time.perf_counter()
     entries = []
     for i, cfg in enumerate(configs):
         if progress is not None:
-            progress(i, len(configs), f"{cfg['kind']} {cfg['variant']}".strip())
+            progress(i, total, f"{cfg['kind']} {cfg['variant']}".strip())
         with torch.random.fork_rng(devices=[]):
-            entries.append({**cfg, **measure(cfg, device, dtype, batch, train)})
+            entries.append({**cfg, **measure(cfg, device, dtype, kernel_batch, train, clock)})
+    calibration_rows: list[dict[str, Any]] = []
+    for j, (source, spec) in enumerate(networks):
+        if progress is not None:
+            progress(len(configs) + j, total, f"network {spec.get('name', source)}")
+        calibration_rows += calibrate([(source, spec)], device, batch, train, clock)
     if progress is not None:
-        progress(len(configs), len(configs), "done")
-    data = {**header(device, dtype, batch, train), "seconds": round(time.perf_counter() - t0, 1), "entries": entries}
+        progress(total, total, "done")
+    data = {
+        **header(device, dtype, batch, train),
+        "kernel_batch_size": kernel_batch,
+        "seconds": round(time.perf_counter() - t0, 1),
+        "entries": entries,
+        "calibration": calibration_rows,
+    }
+    data["noise"] = noise(entries, calibration_rows)
     if out is not None:
         try:
             write_text(out, json.dumps(data, indent=1) + "\n")
         except OSError as exc:
             raise SpecError(f"{out}: cannot write ({exc.strerror or exc})", parameter="out") from None
     return data
+
+
+def noise(entries: list[dict[str, Any]], networks: list[dict[str, Any]]) -> dict[str, float]:
+    """The median spread of the kernels' and of the networks' timings: how quiet the machine was."""
+    out = {}
+    for name, rows in (("kernels", entries), ("networks", networks)):
+        spreads = [v for r in rows for k, v in r.items() if k.endswith("_spread")]
+        out[name] = statistics.median(spreads) if spreads else 0.0
+    return out

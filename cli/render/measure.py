@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from archspec.cost import human
+from archspec.predict import NOISY
 
 from . import console, emit_json, table, warn
 
@@ -43,7 +45,16 @@ def progress(what: str) -> Iterator[Callable[[int, int, str], None]]:
 
 
 def profile_summary(p: dict[str, Any], out: Path, as_json: bool) -> None:
-    summary = {k: v for k, v in p.items() if k != "entries"} | {"configurations": len(p["entries"]), "out": str(out)}
+    summary = {k: v for k, v in p.items() if k not in ("entries", "calibration")} | {
+        "configurations": len(p["entries"]),
+        "calibration_networks": len({json.dumps(n["spec"], sort_keys=True) for n in p["calibration"]}),
+        "out": str(out),
+    }
+    if p["noise"]["networks"] > NOISY:
+        warn(
+            f"the machine was noisy (calibration timings spread {p['noise']['networks']:.0%}): predictions from "
+            "this profile are as uncertain; profile again on a quieter machine"
+        )
     if as_json:
         emit_json(summary)
         return
@@ -52,7 +63,8 @@ def profile_summary(p: dict[str, Any], out: Path, as_json: bool) -> None:
         f"wrote {out}: {len(p['entries'])} configurations on {p['device']} ({where}, "
         f"{p['threads']} threads, torch {p['torch']}), {p['dtype']}, batch {p['batch_size']}, "
         f"{'forward and forward + backward' if p['train'] else 'forward only'}, in {p['seconds']:.0f} s; "
-        f"peaks {p['peaks']['gflops']:.0f} GFLOP/s, {p['peaks']['gbps']:.0f} GB/s"
+        f"peaks {p['peaks']['gflops']:.0f} GFLOP/s, {p['peaks']['gbps']:.0f} GB/s; "
+        f"calibrated on {summary['calibration_networks']} whole networks"
     )
 
 
@@ -164,9 +176,15 @@ def prediction(p: dict[str, Any]) -> None:
     out.print(
         f"predicted on {p['device']} ({p['dtype']}, batch {p['batch_size']}): "
         f"inference {p['infer_images_per_s']:.1f} images/s, "
-        + (f"training {train:.1f} images/s, " if train is not None else "training not profiled, ")
+        + (f"training {train:.1f} images/s, " if train is not None else "training not predicted at this batch, ")
         + f"batch-1 latency {p['latency_ms']:.2f} ms"
     )
+    cal = p["calibration"]
+    sources = ", ".join(f"{n} {source}" for source, n in cal["sources"].items())
+    batches = " and ".join(str(b) for b in cal["batch_sizes"])
+    out.print(f"calibrated on {cal['networks']} networks ({sources}) at batch {batches}")
+    for line in p["warnings"]:
+        warn(line)
     rows = table(["stage", "inference ms", "training ms", "share"], left=("stage",))
     for s in p["stages"]:
         t = s["train_s"]

@@ -30,6 +30,7 @@ from typing import Any, Literal, Optional, Union
 import networkx as nx
 from pydantic import Field, PrivateAttr, ValidationError
 
+from . import norms
 from .errors import SpecError, format_path
 from .graph import Node, StageKey, layers
 from .reader import PROFILE, read_json
@@ -285,7 +286,7 @@ def node_shapes(d: Node, batch: int, mode: Mode) -> list[Shape]:
         return [Shape(kind, "", cin, cout, d["kernel"], d["stride"], d["group_size"], h, w, batch)]
     if d["op"] == "norm":
         pn = [shape("pn", d["activation"] or "")] if d["proxy"] else []
-        return [shape("norm", d["norm"]), *pn]
+        return [shape("norm", norms.kind(d["norm"]).kernel_class), *pn]
     if d["op"] == "linear":
         return [shape("linear", cin=d["in_features"], cout=d["out_features"])]
     if d["op"] == "act":

@@ -18,8 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from importlib import import_module
-from importlib.metadata import entry_points
 from typing import Any
+
+from .registry import by_name
 
 ENTRY_POINTS = "archspec.backends"
 
@@ -67,18 +68,7 @@ BUILT_IN = (
 @cache
 def registry() -> dict[str, BackendKind]:
     """Every backend by name: the built-ins, then those of installed plug-ins."""
-    kinds = list(BUILT_IN)
-    for ep in entry_points(group=ENTRY_POINTS):
-        kind = ep.load()
-        if not isinstance(kind, BackendKind):
-            raise TypeError(f"entry point {ep.name!r} of {ENTRY_POINTS} is not a BackendKind: {kind!r}")
-        kinds.append(kind)
-    out: dict[str, BackendKind] = {}
-    for kind in kinds:
-        if kind.name in out:
-            raise ValueError(f"backend {kind.name!r} is declared twice")
-        out[kind.name] = kind
-    return out
+    return by_name(BUILT_IN, ENTRY_POINTS, BackendKind)
 
 
 def names() -> tuple[str, ...]:

@@ -26,15 +26,19 @@ def test_params_and_macs_equal_timm(timm, b):
         {"base": f"efficientnet-b{b}", "group_size": 1, "expansion_ratio": 6, "norm": {"type": "bn"}}
     )
     ours = archspec.stats(spec, resolution=NATIVE[b])
+    assert (ours.params, ours.macs) == _timm_params_and_macs(timm, f"efficientnet_b{b}", NATIVE[b])
+
+
+def _timm_params_and_macs(timm, name: str, resolution: int) -> tuple[int, int]:
+    """timm's model `name`: its parameters, and its MACs as torch's FLOP counter counts them."""
     with torch.device("meta"):
-        reference = timm.create_model(f"efficientnet_b{b}")
-        x = torch.empty(1, 3, NATIVE[b], NATIVE[b])
+        reference = timm.create_model(name)
+        x = torch.empty(1, 3, resolution, resolution)
     with FlopCounterMode(display=False) as counter:
         reference.eval()(x)
     flops = counter.get_flop_counts()["Global"]
     assert set(map(str, flops)) <= {"aten.convolution", "aten.addmm"}
-    assert ours.params == sum(p.numel() for p in reference.parameters())
-    assert ours.macs == sum(flops.values()) // 2
+    return sum(p.numel() for p in reference.parameters()), sum(flops.values()) // 2
 
 
 @pytest.mark.parametrize("b", [0, 3])
@@ -55,15 +59,7 @@ V2_REFERENCE = {"s": 300, "m": 384, "l": 384}
 def test_efficientnetv2_params_and_macs_equal_timm(timm, v):
     resolution = V2_REFERENCE[v]
     ours = archspec.stats(f"efficientnetv2-{v}", resolution=resolution)
-    with torch.device("meta"):
-        reference = timm.create_model(f"tf_efficientnetv2_{v}")
-        x = torch.empty(1, 3, resolution, resolution)
-    with FlopCounterMode(display=False) as counter:
-        reference.eval()(x)
-    flops = counter.get_flop_counts()["Global"]
-    assert set(map(str, flops)) <= {"aten.convolution", "aten.addmm"}
-    assert ours.params == sum(p.numel() for p in reference.parameters())
-    assert ours.macs == sum(flops.values()) // 2
+    assert (ours.params, ours.macs) == _timm_params_and_macs(timm, f"tf_efficientnetv2_{v}", resolution)
 
 
 def _v2_forward_is_timms(timm, v: str) -> None:

@@ -13,8 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from importlib import import_module
-from importlib.metadata import entry_points
 from typing import Literal, Protocol
+
+from ..registry import by_name
 
 ENTRY_POINTS = "archspec.blocks"
 Role = Literal["stem", "expand", "spatial", "project", "head"]
@@ -86,18 +87,7 @@ _BUILT_IN = ("mbconv", "fused_mbconv")
 @cache
 def registry() -> dict[str, BlockKind]:
     """Every block kind by name: the built-ins, then those of installed plug-ins."""
-    kinds: list[BlockKind] = [import_module(f"{__name__}.{name}").KIND for name in _BUILT_IN]
-    for ep in entry_points(group=ENTRY_POINTS):
-        kind = ep.load()
-        if not isinstance(kind, BlockKind):
-            raise TypeError(f"entry point {ep.name!r} of {ENTRY_POINTS} is not a BlockKind: {kind!r}")
-        kinds.append(kind)
-    out: dict[str, BlockKind] = {}
-    for kind in kinds:
-        if kind.name in out:
-            raise ValueError(f"block kind {kind.name!r} is declared twice")
-        out[kind.name] = kind
-    return out
+    return by_name((import_module(f"{__name__}.{name}").KIND for name in _BUILT_IN), ENTRY_POINTS, BlockKind)
 
 
 def kind(name: str) -> BlockKind:

@@ -16,8 +16,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
-from importlib.metadata import entry_points
 from typing import Any, Literal
+
+from ..registry import by_name
 
 PN_SUFFIX = "+pn"
 ENTRY_POINTS = "archspec.norms"
@@ -78,17 +79,10 @@ def registry() -> dict[str, NormKind]:
     """Every norm kind by name: the built-ins, then those of installed plug-ins."""
     from importlib import import_module
 
-    kinds: list[NormKind] = [import_module(f"{__name__}.{name}").KIND for name in _BUILT_IN]
-    for ep in entry_points(group=ENTRY_POINTS):
-        kind = ep.load()
-        if not isinstance(kind, NormKind):
-            raise TypeError(f"entry point {ep.name!r} of {ENTRY_POINTS} is not a NormKind: {kind!r}")
-        kinds.append(kind)
-    out: dict[str, NormKind] = {}
-    for kind in kinds:
-        if kind.name in out or PN_SUFFIX in kind.name:
-            raise ValueError(f"norm kind {kind.name!r} is declared twice or names proxy normalization")
-        out[kind.name] = kind
+    out = by_name((import_module(f"{__name__}.{name}").KIND for name in _BUILT_IN), ENTRY_POINTS, NormKind)
+    for name in out:
+        if name.endswith(PN_SUFFIX):
+            raise ValueError(f"norm kind {name!r} would read as a norm followed by proxy normalization")
     return out
 
 

@@ -22,7 +22,7 @@ from archspec._version import __version__
 from archspec.backends.torch.codegen import comment, generate_model_source, literal
 from archspec.errors import SpecError
 from archspec.graph import info, unit_module_paths
-from archspec.plan import Plan, costing, plan_pipeline
+from archspec.plan import PipelinePlan, costing, plan_pipeline
 
 _ENV = jinja2.Environment(
     loader=jinja2.PackageLoader("archspec.backends.poptorch", "templates"),
@@ -89,7 +89,7 @@ def ipu_files(g: nx.DiGraph[str], options: IpuOptions, recipe_text: str, global_
     }
 
 
-def generate_ipu_train(g: nx.DiGraph[str], plan: Plan, options: IpuOptions, recipe_global_batch: int) -> str:
+def generate_ipu_train(g: nx.DiGraph[str], plan: PipelinePlan, options: IpuOptions, recipe_global_batch: int) -> str:
     res = info(g)["resolved"]
     stages = [
         {"ipu": i, "module": unit_module_paths(g, s.units[0])[0], "unit": s.units[0]} for i, s in enumerate(plan.stages)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Union
 
 import networkx as nx
 
+from .backend import kind as backend_kind
 from .cost import Cost, totals
 from .graph import Resolution, build_graph, info
 from .report import compile_report, resolved_yaml
@@ -17,8 +18,6 @@ from .spec import ModelSpec, load_spec
 
 if TYPE_CHECKING:  # torch stays out of the core's import path
     from torch import nn
-
-    from .backends.poptorch.codegen import IpuOptions
 
 SpecLike = Union[str, Path, Mapping[str, Any], ModelSpec, ResolvedSpec, "nx.DiGraph[str]"]
 
@@ -56,19 +55,13 @@ def build_model(source: SpecLike, *, seed: int | None = None) -> nn.Module:
 
 
 def compile_files(
-    g: nx.DiGraph[str], batch_size: int = 1, ipu: IpuOptions | None = None, recipe: Path | None = None
+    g: nx.DiGraph[str], batch_size: int = 1, backend: str = "torch", options: Mapping[str, Any] | None = None
 ) -> dict[str, str]:
-    """What `compile --out` writes: resolved.yaml, report.json and model.py (standalone PyTorch),
-    and with `ipu` the Graphcore IPU program (plan.json, recipe.yaml, ipu_train.py)."""
-    from .backends.torch.codegen import generate_model_source
-
+    """What `compile --out` writes: resolved.yaml, report.json, and the files of the `backend`
+    (archspec.backend; torch: model.py, standalone PyTorch), given its `options`."""
     files = {
         "resolved.yaml": resolved_yaml(info(g)["resolved"]),
         "report.json": json.dumps(compile_report(g, batch_size), indent=2) + "\n",
-        "model.py": generate_model_source(g),
     }
-    if ipu is not None:
-        from .backends.poptorch.codegen import ipu_files
-
-        files.update(ipu_files(g, ipu, recipe))
+    files.update(backend_kind(backend).entry("files")(g, options or {}))
     return files

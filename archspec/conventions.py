@@ -39,6 +39,7 @@ from typing import Any, Union
 
 import networkx as nx
 
+from . import norms
 from .graph import info, layers
 
 Counts = dict[str, Union[int, float]]
@@ -82,8 +83,10 @@ def _parts(g: nx.DiGraph[str]) -> dict[str, int]:
             "norm_params",
             "conv_bias_outputs",  # conv outputs that get a bias added (SE's two 1x1 convs)
             "linear_bias_outputs",
-            "bn_elements",
-            "gn_elements",  # GN and LN: both run torch's group_norm
+            "batch_norm_elements",  # layers FLOP counters see as torch's batch_norm (the kind says)
+            "group_norm_elements",  # GN and LN: both run torch's group_norm
+            "none_elements",  # norms whose ops no counter counts (FRN's elementwise ops)
+            "torchinfo_norms",  # torchinfo's mult-adds of norm layers that are leaf modules
             "ptflops_activations",
         ),
         0,
@@ -93,7 +96,9 @@ def _parts(g: nx.DiGraph[str]) -> dict[str, int]:
         out["macs"] += d["macs"]
         if d["op"] == "norm":
             out["norm_params"] += d["params"]
-            out["bn_elements" if d["norm"] == "bn" else "gn_elements"] += math.prod(d["in_shape"])
+            kind = norms.kind(d["norm"])
+            out[f"{kind.counted_as}_elements"] += math.prod(d["in_shape"])
+            out["torchinfo_norms"] += kind.torchinfo_per_channel * d["channels"]
             if d["proxy"] and d["activation"] is not None and d["activation"] != "relu":
                 times = _ptflops_times(d["activation"])
                 out["ptflops_activations"] += times * PN_QUADRATURE_POINTS * d["channels"]
@@ -117,7 +122,7 @@ def _archspec(g: nx.DiGraph[str]) -> Counts:
 
 def _fvcore(g: nx.DiGraph[str]) -> Counts:
     p = _parts(g)
-    return {"flops": p["macs"] + 2 * p["bn_elements"] + 5 * p["gn_elements"], "params": p["params"]}
+    return {"flops": p["macs"] + 2 * p["batch_norm_elements"] + 5 * p["group_norm_elements"], "params": p["params"]}
 
 
 def _ptflops(g: nx.DiGraph[str]) -> Counts:
@@ -133,7 +138,8 @@ def _thop(g: nx.DiGraph[str]) -> Counts:
 
 def _torchinfo(g: nx.DiGraph[str]) -> Counts:
     p = _parts(g)
-    return {"mult_adds": p["macs"] + p["conv_bias_outputs"] + p["linear_bias_outputs"], "params": p["params"]}
+    mult_adds = p["macs"] + p["conv_bias_outputs"] + p["linear_bias_outputs"] + p["torchinfo_norms"]
+    return {"mult_adds": mult_adds, "params": p["params"]}
 
 
 def _torchvision(g: nx.DiGraph[str]) -> Counts:
@@ -195,7 +201,8 @@ CONVENTIONS: dict[str, Convention] = {
             "mult-adds",
             "Over leaf modules, (weight + bias parameters) x output positions: conv and linear MACs plus "
             "1 per biased output element; norm layers hold their activation, so are not leaves and add "
-            "none. Total params: every parameter.",
+            "none (a norm without a child activation, FRN + TLU, is a leaf: its weight and bias elements count once "
+            "each). Total params: every parameter.",
             _torchinfo,
         ),
         Convention(

@@ -31,14 +31,15 @@ from typing import Literal, TypedDict, Union, cast
 
 import networkx as nx
 
+from . import blocks
+from .blocks import Block
 from .resolve import BlockLayer, ResolvedSpec
 
 Resolution = Union[int, tuple[int, int]]
 Shape = tuple[int, ...]
 StageKey = Union[int, Literal["stem", "head"]]
 
-# Elementwise operations per output element (documented in cost.py).
-NORM_OPS = 4  # subtract mean, scale by 1/std, multiply gamma, add beta
+# Elementwise operations per output element (documented in cost.py; a norm's own are its kind's).
 PROXY_OPS = 2  # PN's per-channel subtract and scale after the activation
 ACT_OPS = 1
 
@@ -76,13 +77,13 @@ class ConvNode(Layer):
 class NormNode(Layer):
     op: Literal["norm"]
     channels: int
-    norm: str  # bn | gn | ln
+    norm: str  # its kind's name in the norm registry (archspec.norms): bn, gn, ln, frn, ...
     proxy: bool  # followed by proxy normalization of its activation
-    num_groups: int  # statistics groups (GN, LN); 0 for BN
+    num_groups: int  # statistics groups (GN, LN); 0 for norms without
     eps: float
     pn_eps: float
     momentum: float
-    activation: str | None  # the activation it applies, if any
+    activation: str | None  # the activation it applies, if any (the kind's own, e.g. FRN's TLU)
 
 
 class ActNode(Layer):
@@ -222,16 +223,20 @@ class _Lowering:
 
     def norm_act(self, name: str, unit: str, stage: StageKey, act: bool) -> None:
         cfg = self.res.norm
+        kind = cfg.kind
         c = self.shape[0]
         elements = math.prod(self.shape)
         proxy = cfg.proxy and act  # PN normalizes activations; a norm with no activation stays plain
+        # a norm with its own activation (FRN's TLU) applies it in the layer: no separate act node
+        own_act = act and kind.own_activation is not None
+        ops = kind.ops_per_element + (PROXY_OPS if proxy else 0) + (ACT_OPS if own_act else 0)
         common = self.layer(
             name,
             self.shape,
             unit,
             stage,
-            params=(4 if proxy else 2) * c,
-            elementwise=elements * (NORM_OPS + (PROXY_OPS if proxy else 0)),
+            params=kind.params(c, act) + (2 * c if proxy else 0),
+            elementwise=elements * ops,
         )
         self.add(
             name,
@@ -245,49 +250,48 @@ class _Lowering:
                 eps=cfg.eps,
                 pn_eps=cfg.pn_eps,
                 momentum=cfg.momentum,
-                activation=self.res.activation if act else None,
+                activation=(kind.own_activation or self.res.activation) if act else None,
             ),
         )
-        if act:
+        if act and not own_act:
             common = self.layer(f"{name}.act", self.shape, unit, stage, elementwise=elements * ACT_OPS)
             self.add(f"{name}.act", ActNode(**common, op="act", function=self.res.activation))
 
     def block(self, b: BlockLayer) -> None:
-        unit, stage = b.name, b.stage
-        block_input = self.last
-        if b.expand:
-            self.conv(f"{unit}.conv_pw", b.mid_channels, 1, 1, 1, "expand", unit, stage)
-            self.norm_act(f"{unit}.bn1", unit, stage, act=True)
-        self.conv(f"{unit}.conv_dw", b.mid_channels, b.kernel, b.stride, b.groups, "spatial", unit, stage)
-        dw_norm = f"{unit}.bn2" if b.expand else f"{unit}.bn1"
-        self.norm_act(dw_norm, unit, stage, act=True)
-        if b.se_channels:
-            c, h, w = self.shape
-            r = b.se_channels
-            weights = 2 * c * r
-            # pool (c*h*w adds), reduce act (r), sigmoid gate (c), rescale (c*h*w multiplies)
-            common = self.layer(
-                f"{unit}.se",
-                self.shape,
-                unit,
-                stage,
-                params=weights + r + c,
-                macs=weights,
-                elementwise=2 * c * h * w + r + c,
-            )
-            self.add(
-                f"{unit}.se", SENode(**common, op="se", channels=c, reduced_channels=r, function=self.res.activation)
-            )
-        project = f"{unit}.conv_pwl" if b.expand else f"{unit}.conv_pw"
-        self.conv(project, b.out_channels, 1, 1, 1, "project", unit, stage)
-        self.norm_act(f"{unit}.bn3" if b.expand else f"{unit}.bn2", unit, stage, act=False)
-        if b.skip:
-            # its module is the drop-path (stochastic depth) layer applied to the branch before the add
-            common = self.layer(
-                f"{unit}.add", self.shape, unit, stage, module=f"{unit}.drop_path", elementwise=math.prod(self.shape)
-            )
-            self.add(f"{unit}.add", AddNode(**common, op="add", drop_path=b.drop_path))
-            self.g.add_edge(block_input, f"{unit}.add", kind="residual")
+        """A block's nodes, as its kind (archspec.blocks) lays them out."""
+        blocks.kind(b.block).lower(self, b)
+
+    def se(self, b: Block) -> None:
+        """The block's squeeze-excite on the current output, if it has one."""
+        if not b.se_channels:
+            return
+        unit = b.name
+        c, h, w = self.shape
+        r = b.se_channels
+        weights = 2 * c * r
+        # pool (c*h*w adds), reduce act (r), sigmoid gate (c), rescale (c*h*w multiplies)
+        common = self.layer(
+            f"{unit}.se",
+            self.shape,
+            unit,
+            b.stage,
+            params=weights + r + c,
+            macs=weights,
+            elementwise=2 * c * h * w + r + c,
+        )
+        self.add(f"{unit}.se", SENode(**common, op="se", channels=c, reduced_channels=r, function=self.res.activation))
+
+    def residual(self, b: Block, block_input: str) -> None:
+        """The skip connection's add, where the block has one."""
+        if not b.skip:
+            return
+        unit = b.name
+        # its module is the drop-path (stochastic depth) layer applied to the branch before the add
+        common = self.layer(
+            f"{unit}.add", self.shape, unit, b.stage, module=f"{unit}.drop_path", elementwise=math.prod(self.shape)
+        )
+        self.add(f"{unit}.add", AddNode(**common, op="add", drop_path=b.drop_path))
+        self.g.add_edge(block_input, f"{unit}.add", kind="residual")
 
     def lower(self) -> nx.DiGraph[str]:
         res = self.res

@@ -148,7 +148,7 @@ class Stage:
 
 
 @dataclass(frozen=True)
-class Plan:
+class PipelinePlan:
     stages: tuple[Stage, ...]
     costing: Costing
 
@@ -349,7 +349,7 @@ def fits(us: list[Unit], stages: int, costing: Costing) -> bool:
     return reach == n
 
 
-def plan_pipeline(g: nx.DiGraph[str], stages: int, costing: Costing) -> Plan:
+def plan_pipeline(g: nx.DiGraph[str], stages: int, costing: Costing) -> PipelinePlan:
     """The optimal plan, or a SpecError saying what would fit."""
     us = plan_units(g)
     if not 1 <= stages <= min(len(us), MAX_STAGES):
@@ -361,7 +361,7 @@ def plan_pipeline(g: nx.DiGraph[str], stages: int, costing: Costing) -> Plan:
     return _plan(us, cuts, costing)
 
 
-def plan_at(g: nx.DiGraph[str], boundaries: list[str], costing: Costing) -> Plan:
+def plan_at(g: nx.DiGraph[str], boundaries: list[str], costing: Costing) -> PipelinePlan:
     """The plan whose stages begin at the given units (e.g. a hand-written split), costed the same
     way, whether or not it fits."""
     us = plan_units(g)
@@ -377,9 +377,9 @@ def plan_at(g: nx.DiGraph[str], boundaries: list[str], costing: Costing) -> Plan
     return _plan(us, cuts, costing)
 
 
-def _plan(us: list[Unit], cuts: list[int], costing: Costing) -> Plan:
+def _plan(us: list[Unit], cuts: list[int], costing: Costing) -> PipelinePlan:
     parts = _split(us, cuts)
-    return Plan(tuple(_stage(part, i, len(parts), costing) for i, part in enumerate(parts)), costing)
+    return PipelinePlan(tuple(_stage(part, i, len(parts), costing) for i, part in enumerate(parts)), costing)
 
 
 def _nothing_fits(us: list[Unit], stages: int, costing: Costing) -> str:

@@ -30,6 +30,7 @@ from typing import Any, Literal, Optional, Union
 import networkx as nx
 from pydantic import Field, PrivateAttr, ValidationError
 
+from . import norms
 from .errors import SpecError, format_path
 from .graph import Node, StageKey, build_graph, layers
 from .kernels import CONVS, GROUPS, Kernel
@@ -328,7 +329,7 @@ def node_shapes(d: Node, batch: int, mode: Mode) -> list[Shape]:
         return [Shape(kind, "", cin, cout, d["kernel"], d["stride"], d["group_size"], h, w, batch)]
     if d["op"] == "norm":
         pn = [shape(Kernel.PN, d["activation"] or "")] if d["proxy"] else []
-        return [shape(Kernel.NORM, d["norm"]), *pn]
+        return [shape(Kernel.NORM, norms.kind(d["norm"]).kernel_class), *pn]
     if d["op"] == "linear":
         return [shape(Kernel.LINEAR, cin=d["in_features"], cout=d["out_features"])]
     if d["op"] == "act":

@@ -10,11 +10,10 @@ from typing import Any
 
 import networkx as nx
 
-from . import cost
+from . import cost, norms
 from .graph import convs, info, layers
 from .resolution import half_resolution, valid_test_resolutions
 from .resolve import ResolvedSpec
-from .spec import norm_fields
 from .yaml_source import dump_yaml
 
 
@@ -109,7 +108,7 @@ def resolved_document(res: ResolvedSpec) -> dict[str, Any]:
         "sources": list(res.sources),
         "in_channels": res.in_channels,
         "num_classes": res.num_classes,
-        "norm": {k: v for k, v in asdict(res.norm).items() if k in norm_fields(res.norm.type)},
+        "norm": {k: v for k, v in asdict(res.norm).items() if k in norms.fields(res.norm.type)},
         "activation": res.activation,
         "resolution": asdict(res.resolution),
         "stem": asdict(res.stem),

@@ -17,6 +17,8 @@ import functools
 import math
 from dataclasses import dataclass
 
+from . import norms
+from .blocks import kind as block_kind
 from .errors import SpecError
 from .limits import MAX_BLOCKS, MAX_CHANNELS, check_resolution
 from .presets import PRESET_NAMES
@@ -38,17 +40,21 @@ def expanded_channels(in_channels: int, expansion: float, divisor: int) -> int:
     return in_channels if expansion == 1 else round_channels(in_channels * expansion, divisor)
 
 
-def requested_group_size(spec: ModelSpec, stage: int) -> int:
-    """The stage's own group size if it has one, else the spec's."""
+def requested_group_size(spec: ModelSpec, stage: int) -> int | None:
+    """The stage's own group size if it has one, else the spec's where the stage's block kind takes
+    the global one (MBConv's depthwise conv does, fused MBConv's dense conv does not); None: dense."""
     own = spec.stages[stage].group_size
-    return own if own is not None else spec.group_size
+    if own is not None:
+        return own
+    return spec.group_size if block_kind(spec.stages[stage].block).global_group_size else None
 
 
 def mid_divisor(spec: ModelSpec, stage: int) -> int:
     """What a stage's expanded channels are rounded to (see ModelSpec.mid_channel_rounding)."""
-    if spec.mid_channel_rounding == "divisor":
+    requested = requested_group_size(spec, stage)
+    if spec.mid_channel_rounding == "divisor" or requested is None:
         return spec.channel_divisor
-    return math.lcm(spec.channel_divisor, requested_group_size(spec, stage))
+    return math.lcm(spec.channel_divisor, requested)
 
 
 def round_repeats(repeats: int, depth_multiplier: float) -> int:
@@ -59,6 +65,17 @@ def round_repeats(repeats: int, depth_multiplier: float) -> int:
 def divisors(n: int) -> tuple[int, ...]:
     small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
     return tuple(sorted(set(small + [n // d for d in small])))
+
+
+def grouped_conv_group_size(requested: int, cin: int, cout: int, rounding: str = "size") -> int:
+    """The group size (input channels per group) of a k x k conv from `cin` to `cout` channels:
+    its group count divides both, so the request is rounded over their common divisor (for a
+    conv whose input and output channels are equal, exactly `nearest_group_size`)."""
+    common = math.gcd(cin, cout)
+    if common == cin:
+        return nearest_group_size(requested, cin, rounding)
+    per_group = nearest_group_size(max(1, round(requested * common / cin)), common, rounding)
+    return cin // (common // per_group)
 
 
 def nearest_group_size(requested: int, channels: int, rounding: str = "size") -> int:
@@ -96,16 +113,20 @@ class NormConfig:
     momentum: float
 
     @property
+    def kind(self) -> norms.NormKind:
+        return norms.split(self.type)[0]
+
+    @property
     def proxy(self) -> bool:
-        return self.type.endswith("+pn")
+        return norms.split(self.type)[1]
 
     @property
     def base(self) -> str:
-        return self.type.split("+")[0]
+        return self.kind.name
 
     def num_groups(self, channels: int) -> int:
-        """Statistics groups for GN/LN (LN is GN with one group, eq. 3); 0 for BN."""
-        return {"bn": 0, "ln": 1, "gn": self.groups}[self.base] if channels else 0
+        """Statistics groups (GN's; LN is GN with one group, eq. 3); 0 for norms without."""
+        return self.kind.groups(self.groups, channels) if channels else 0
 
 
 @dataclass(frozen=True)
@@ -118,9 +139,11 @@ class StemLayer:
 
 @dataclass(frozen=True)
 class BlockLayer:
-    """One MBConv block: [1x1 expand] -> kxk grouped conv -> [SE] -> 1x1 project (+ skip)."""
+    """One block of a registered kind (archspec.blocks), e.g. MBConv: [1x1 expand] -> kxk grouped
+    conv -> [SE] -> 1x1 project (+ skip)."""
 
     name: str  # blocks.{stage}.{index}, also the torch module path
+    block: str  # its kind's name in the block registry
     stage: int
     index: int
     in_channels: int
@@ -141,17 +164,22 @@ class BlockLayer:
 
     @property
     def groups(self) -> int:
-        return self.mid_channels // self.group_size
+        """Groups of the block's k x k conv (whose input channels the group size counts)."""
+        cin, _ = block_kind(self.block).grouped_channels(
+            self.in_channels, self.mid_channels, self.out_channels, self.expand
+        )
+        return cin // self.group_size
 
     @property
     def skip(self) -> bool:
         return self.stride == 1 and self.in_channels == self.out_channels
 
     @property
-    def layers_key(self) -> tuple[int, int, int, int, int, int, int, bool]:
+    def layers_key(self) -> tuple[str, int, int, int, int, int, int, int, bool]:
         """What the block's layers are as built: two blocks with the same key (and input shape)
         have the same parameters and MACs, whatever values were requested before rounding."""
         return (
+            self.block,
             self.in_channels,
             self.mid_channels,
             self.out_channels,
@@ -281,13 +309,19 @@ def resolve(spec: ModelSpec) -> ResolvedSpec:
                 raise src.error(
                     ("expansion_ratio",), f"{name} would have {mid} channels; at most {MAX_CHANNELS} are supported"
                 )
-            g = nearest_group_size(requested_g, mid, spec.group_rounding)
-            if g != requested_g:
-                roundings.append(Rounding(f"{name}.conv_dw", f"group size (of {mid} channels)", requested_g, g))
+            kind = block_kind(stage.block)
+            expand = expansion != 1
+            cin, cout = kind.grouped_channels(in_ch, mid, out_ch, expand)
+            asked = cin if requested_g is None else requested_g
+            g = grouped_conv_group_size(asked, cin, cout, spec.group_rounding)
+            if g != asked:
+                where = f"{name}.{kind.grouped_conv(expand)}"
+                roundings.append(Rounding(where, f"group size (of {cin} channels)", asked, g))
             se = max(1, int(in_ch * stage.se_ratio)) if stage.se_ratio > 0 else 0
             blocks.append(
                 BlockLayer(
                     name=name,
+                    block=stage.block,
                     stage=s,
                     index=i,
                     in_channels=in_ch,
@@ -297,7 +331,7 @@ def resolve(spec: ModelSpec) -> ResolvedSpec:
                     stride=stage.stride if i == 0 else 1,
                     expansion=expansion,
                     group_size=g,
-                    requested_group_size=requested_g,
+                    requested_group_size=asked,
                     se_channels=se,
                     drop_path=spec.drop_path * len(blocks) / total,
                 )
@@ -330,15 +364,13 @@ def resolve(spec: ModelSpec) -> ResolvedSpec:
 
 
 def _check_norm_groups(spec: ModelSpec, norm: NormConfig, stem: StemLayer, blocks: list[BlockLayer], head: int) -> None:
-    if norm.base != "gn":
-        return
     layers = [("the stem", stem.out_channels)]
     for b in blocks:
         layers += [(f"{b.name} (expanded)", b.mid_channels), (f"{b.name} (output)", b.out_channels)]
     if head:
         layers.append(("the head", head))
     for layer, channels in layers:
-        if channels % norm.groups:
+        if channels % max(1, norm.num_groups(channels)):
             raise spec.source.error(
                 ("norm", "groups"),
                 f"{norm.groups} groups do not divide the {channels} channels of {layer}; choose a "

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import Field, PrivateAttr, field_validator
+from pydantic import AfterValidator, Field, PrivateAttr, field_validator
 
+from . import blocks, norms
 from .errors import FieldPath, Location, SpecError
 from .limits import (
     MAX_EXPANSION,
@@ -39,7 +40,23 @@ from .reader import SPEC, check_directory, read_yaml
 from .validation import SourceMap, Strict, did_you_mean, validate
 from .yaml_source import Document, dump_yaml
 
-NormType = Literal["bn", "gn", "ln", "gn+pn", "ln+pn"]
+
+def _registered(names: Callable[[], Iterable[str]]) -> AfterValidator:
+    """A name from a registry (norms, blocks: plug-ins included), with a did-you-mean from it."""
+
+    def check(value: str) -> str:
+        options = list(names())
+        if value not in options:
+            quoted = [repr(o) for o in options]
+            listed = f"{', '.join(quoted[:-1])} or {quoted[-1]}" if len(quoted) > 1 else quoted[0]
+            raise ValueError(f"must be {listed}, got {value!r}{did_you_mean(value, options)}")
+        return value
+
+    return AfterValidator(check)
+
+
+NormType = Annotated[str, _registered(norms.spec_types)]  # a norm kind, or `{kind}+pn` where PN may follow
+BlockKindName = Annotated[str, _registered(lambda: blocks.registry())]
 ActivationName = Literal["silu", "relu", "gelu"]
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,79}$"
 MAX_BASE_CHAIN = 16
@@ -62,7 +79,10 @@ class StemSpec(Strict):
 
 
 class StageSpec(Strict):
-    block: Literal["mbconv"] = Field("mbconv", description="MBConv; expansion 1 drops the expansion conv.")
+    block: BlockKindName = Field(
+        "mbconv",
+        description="A registered block: mbconv (expansion 1 drops the expansion conv), fused_mbconv (V2).",
+    )
     repeats: int = Field(1, ge=1, le=64, description="Blocks in the stage before depth scaling.")
     kernel: int = Field(3, ge=1, le=15, description="Odd kernel size of the spatial (grouped) conv.")
     stride: Literal[1, 2] = Field(1, description="Stride of the stage's first block.")
@@ -82,7 +102,9 @@ class HeadSpec(Strict):
 
 
 class NormSpec(Strict):
-    type: NormType = Field("bn", description="bn | gn | ln | gn+pn | ln+pn (pn = proxy-normalized activations).")
+    type: NormType = Field(
+        "bn", description="A registered norm: bn | gn | ln | frn, or gn+pn | ln+pn (pn = proxy-normalized activations)."
+    )
     groups: int = Field(4, ge=1, le=1024, description="Groups of GN (gn, gn+pn).")
     eps: float = Field(1e-3, gt=0, le=1)
     pn_eps: float = Field(3e-2, gt=0, le=1, description="Numerical constant of proxy normalization.")
@@ -231,12 +253,6 @@ def _expand_shorthands(doc: Document) -> Document:
     return Document(data, doc.file, doc.value_at, doc.key_at)
 
 
-def norm_fields(norm_type: str) -> tuple[str, ...]:
-    """The NormSpec fields a normalization uses: BN's momentum, GN's groups, PN's eps."""
-    own = {"bn": ("eps", "momentum"), "gn": ("groups", "eps"), "ln": ("eps",)}[norm_type.split("+")[0]]
-    return ("type", *own, *(("pn_eps",) if norm_type.endswith("+pn") else ()))
-
-
 def spec_roots(extra: Iterable[str | os.PathLike[str]] = ()) -> tuple[Path, ...]:
     """The directories (resolved) of ARCHSPEC_SPEC_ROOTS and `extra`, whose trees `base:` may read
     besides the top spec's own. Entries that are not usable paths are left out."""
@@ -382,7 +398,7 @@ def load_spec(
 def spec_yaml(spec: ModelSpec, header: str = "") -> str:
     """The spec as a standalone YAML file: every field that applies written out, no `base:`."""
     data = spec.model_dump(mode="json", exclude_none=True, exclude={"base"})
-    data["norm"] = {k: v for k, v in data["norm"].items() if k in norm_fields(spec.norm.type)}
+    data["norm"] = {k: v for k, v in data["norm"].items() if k in norms.fields(spec.norm.type)}
     return header + dump_yaml(data)
 
 

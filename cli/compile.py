@@ -22,8 +22,8 @@ from archspec.resolution import congruence_warnings
 
 from . import render
 from .options import (
-    Backend,
-    Convention,
+    BACKENDS,
+    CONVENTIONS_CHOICE,
     CostBatch,
     Json,
     MemoryFraction,
@@ -44,7 +44,10 @@ Out = Annotated[
         metavar="DIR", help="Write resolved.yaml, report.json and model.py.", parser=Writes("out", directory=True)
     ),
 ]
-BackendFlag = Annotated[Backend, typer.Option(help="poptorch also writes plan.json and ipu_train.py.")]
+BackendFlag = Annotated[
+    str,
+    typer.Option(parser=BACKENDS, metavar=BACKENDS.metavar, help="poptorch also writes plan.json and ipu_train.py."),
+]
 Ipus = Annotated[Optional[int], typer.Option(min=1, max=64, help="poptorch: pipeline stages, one per IPU.")]
 Replicas = Annotated[int, typer.Option(min=1, max=1024, help="poptorch: data-parallel replicas.")]
 Accumulation = Annotated[int, typer.Option(min=0, max=1 << 20, help="poptorch: gradient accumulation (0: auto).")]
@@ -58,9 +61,9 @@ Recompute = Annotated[bool, typer.Option(help="Recompute each stage's forward.")
 At = Annotated[Optional[str], typer.Option(metavar="BLOCK,...", help="Cost this split: where stages 2..K begin.")]
 
 
-def _ipu_options(backend: Backend, out: Optional[Path], ipus: Optional[int], *options: Any) -> Any:
+def _ipu_options(backend: str, out: Optional[Path], ipus: Optional[int], *options: Any) -> Any:
     """The IPU program's options with --backend poptorch, else None (and the flags that need it refused)."""
-    if backend is Backend.torch:
+    if backend != "poptorch":
         if ipus is not None:
             raise UsageError("--ipus goes with --backend poptorch")
         return None
@@ -71,12 +74,21 @@ def _ipu_options(backend: Backend, out: Optional[Path], ipus: Optional[int], *op
     return IpuOptions(ipus, *options)
 
 
+def _backend_options(ipu: Any, recipe: Optional[Path]) -> dict[str, Any]:
+    """The poptorch backend's options: its IPU options and the runner's recipe, as data."""
+    if ipu is None:
+        return {}
+    from archspec.runner.recipe import backend_options
+
+    return {"ipu": ipu, **backend_options(recipe)}
+
+
 def compile_(
     spec: SpecArg,
     out: Out = None,
     resolution: ResolutionFlag = None,
     batch_size: CostBatch = 1,
-    backend: BackendFlag = Backend.torch,
+    backend: BackendFlag = "torch",
     ipus: Ipus = None,
     replicas: Replicas = 1,
     micro_batch: MicroBatch = 8,
@@ -95,7 +107,7 @@ def compile_(
     for message in congruence_warnings(res.resolution.train, res.resolution.test, res.downsampling_layers):
         render.warn(message)
     report = compile_report(g, batch_size)
-    files = compile_files(g, batch_size, ipu, recipe) if out is not None else {}
+    files = compile_files(g, batch_size, backend, _backend_options(ipu, recipe)) if out is not None else {}
     if out is not None:
         write_files(out, files)
     if as_json:
@@ -119,19 +131,23 @@ StatsBatch = Annotated[
 
 
 ConventionFlag = Annotated[
-    Optional[Convention],
-    typer.Option(help="What this counter prints for the model (one image, eval mode), from the IR, with its rule."),
+    Optional[str],
+    typer.Option(
+        parser=CONVENTIONS_CHOICE,
+        metavar=CONVENTIONS_CHOICE.metavar,
+        help="What this counter prints for the model (one image, eval mode), from the IR, with its rule.",
+    ),
 ]
 AllConventions = Annotated[bool, typer.Option("--all", help="Every counter's numbers side by side, with their rules.")]
 
 
-def _conventions(g: nx.DiGraph[str], convention: Optional[Convention], every: bool, other: bool, as_json: bool) -> None:
+def _conventions(g: nx.DiGraph[str], convention: Optional[str], every: bool, other: bool, as_json: bool) -> None:
     """stats --convention / --all: what other counters print for the model, computed from the IR."""
     if convention is not None and every:
         raise UsageError("--convention and --all: give one of them")
     if other:
         raise UsageError("--convention and --all count one image: drop --batch-size and --profile")
-    counters.show(convention_report(g, NAMES if convention is None else (convention.value,)), as_json)
+    counters.show(convention_report(g, NAMES if convention is None else (convention,)), as_json)
 
 
 def stats(

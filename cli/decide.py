@@ -17,11 +17,11 @@ from archspec.sweep import sweep_report
 
 from . import render
 from .options import (
+    GROUP_ROUNDINGS,
+    MID_CHANNEL_ROUNDINGS,
     CostBatch,
-    GroupRounding,
     Json,
     Metric,
-    MidChannelRounding,
     PlotPath,
     ResolutionFlag,
     SpecArg,
@@ -54,8 +54,20 @@ Largest = Annotated[int, typer.Option("--max", min=MIN_RESOLUTION, max=MAX_RESOL
 GroupSizes = Annotated[Any, typer.Option(parser=ints, metavar="G,...", help="Comma-separated, e.g. 1,4,16,32,64.")]
 Expansions = Annotated[Any, typer.Option(parser=numbers, metavar="E,...", help="Comma-separated, e.g. 6,5,4,3,2.")]
 Grid = Annotated[bool, typer.Option("--grid", help="Every combination instead of pairs.")]
-Rounding = Annotated[Optional[GroupRounding], typer.Option(help="Group-size rounding (default: the spec's).")]
-MidRounding = Annotated[Optional[MidChannelRounding], typer.Option(help="Expanded channels (default: the spec's).")]
+Rounding = Annotated[
+    Optional[str],
+    typer.Option(
+        parser=GROUP_ROUNDINGS, metavar=GROUP_ROUNDINGS.metavar, help="Group-size rounding (default: the spec's)."
+    ),
+]
+MidRounding = Annotated[
+    Optional[str],
+    typer.Option(
+        parser=MID_CHANNEL_ROUNDINGS,
+        metavar=MID_CHANNEL_ROUNDINGS.metavar,
+        help="Expanded channels (default: the spec's).",
+    ),
+]
 
 
 def _target(given: dict[str, Any], metric: Optional[Metric]) -> tuple[Any, Any]:
@@ -125,7 +137,7 @@ def sweep(
     """Table-2-style costs across group sizes G and expansion ratios E, under the spec's rounding
     rules (or those given)."""
     rules = {
-        k: v.value
+        k: v
         for k, v in (("group_rounding", group_rounding), ("mid_channel_rounding", mid_channel_rounding))
         if v is not None
     }

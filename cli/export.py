@@ -4,7 +4,7 @@ checked against the eager model."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
@@ -15,6 +15,9 @@ from .options import ChannelsLast, ExportFormat, Json, OnnxExporter, ResolutionF
 from .paths import Reads, Writes
 from .render import emit_json, warn
 from .render import export as shown
+
+if TYPE_CHECKING:
+    from archspec.backends.torch.export import Source as ModelSource
 
 Source = Annotated[
     str,
@@ -72,15 +75,12 @@ def export(
     from archspec.backends.torch.export import TOLERANCE, export_model
 
     payload = export_model(
-        source,
+        _model_source(source, resolution, weights.value if weights else None, seed),
         fmt.value,
         exporter=exporter.value if exporter else None,
         dynamic_batch=dynamic_batch,
         out=out,
-        resolution=resolution,
-        weights=weights.value if weights else None,
         batch_size=batch_size,
-        seed=seed,
         tolerance=TOLERANCE if tolerance is None else tolerance,
         fold=fold,
         channels_last=channels_last,
@@ -91,6 +91,17 @@ def export(
     if not payload["ok"]:
         shown.check_failed(payload)
         raise typer.Exit(1)
+
+
+def _model_source(source: Path | str, resolution: str | None, weights: str | None, seed: int) -> ModelSource:
+    """A run's model with its trained weights (the runner owns run directories), or a spec's."""
+    if Path(source).is_dir():
+        from archspec.runner.evaluate import run_source
+
+        return run_source(Path(source), resolution, weights)
+    from archspec.backends.torch.export import spec_source
+
+    return spec_source(str(source), resolution, weights, seed)
 
 
 def register(app: typer.Typer) -> None:

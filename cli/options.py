@@ -1,7 +1,9 @@
 """Flags shared by several commands, declared once, and the parsers of list and count flags.
 
-A choice is an Enum, so typer itself refuses a bad value (one line, exit 2); list and count flags
-parse with `parser=`, whose errors typer reports the same way.
+A fixed choice is an Enum, so typer itself refuses a bad value (one line, exit 2); a choice the
+core declares (backends, conventions, rounding rules: plug-ins may add backends) is read from the
+core's registry or Literal and parsed with `parser=`, as list and count flags are, whose errors
+typer reports the same way.
 """
 
 from __future__ import annotations
@@ -9,12 +11,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional, get_args
 
 import typer
 
+from archspec import backend
+from archspec.conventions import NAMES as CONVENTIONS
 from archspec.limits import MAX_BATCH, MAX_LIST_ITEMS
 from archspec.reader import PROFILE, RECIPE, SPEC
+from archspec.spec import ModelSpec
 
 from .paths import Reads, Writes
 
@@ -33,17 +38,6 @@ class Dtype(str, Enum):
     fp16 = "fp16"
 
 
-class Backend(str, Enum):
-    torch = "torch"
-    poptorch = "poptorch"
-
-
-class TrainBackend(str, Enum):
-    torch = "torch"
-    torch_pipeline = "torch-pipeline"
-    poptorch = "poptorch"
-
-
 class Schedule(str, Enum):
     gpipe = "gpipe"
     one_f_one_b = "1f1b"
@@ -54,25 +48,28 @@ class Metric(str, Enum):
     params = "params"
 
 
-class Convention(str, Enum):
-    """A counter whose numbers `stats --convention` reproduces (archspec.conventions.NAMES)."""
-
-    archspec = "archspec"
-    fvcore = "fvcore"
-    ptflops = "ptflops"
-    thop = "thop"
-    torchinfo = "torchinfo"
-    torchvision = "torchvision"
+def _literal(field: str) -> tuple[Any, ...]:
+    """The values a spec field's Literal allows (the core's declaration, not restated here)."""
+    return get_args(ModelSpec.model_fields[field].annotation)
 
 
-class GroupRounding(str, Enum):
-    by_size = "size"
-    by_count = "count"
+class OneOf:
+    """A parser (and its metavar) for a choice the core declares: one of `names`."""
+
+    def __init__(self, names: tuple[str, ...]) -> None:
+        self.names = names
+        self.metavar = "|".join(names)
+
+    def __call__(self, value: str) -> str:
+        if value not in self.names:
+            raise typer.BadParameter(f"must be one of {', '.join(self.names)}, got {value!r}")
+        return value
 
 
-class MidChannelRounding(str, Enum):
-    divisor = "divisor"
-    group = "group"
+BACKENDS = OneOf(backend.names())  # archspec.backend's registry, plug-ins included
+CONVENTIONS_CHOICE = OneOf(CONVENTIONS)
+GROUP_ROUNDINGS = OneOf(_literal("group_rounding"))
+MID_CHANNEL_ROUNDINGS = OneOf(_literal("mid_channel_rounding"))
 
 
 class Weights(str, Enum):

@@ -10,6 +10,7 @@ import typer
 from archspec.limits import MAX_BATCH
 
 from .options import (
+    BACKENDS,
     ChannelsLast,
     Compiled,
     Dataset,
@@ -24,7 +25,6 @@ from .options import (
     RunArg,
     Schedule,
     SpecArg,
-    TrainBackend,
     UsageError,
     Weights,
     ints,
@@ -56,7 +56,10 @@ Out = Annotated[
 ]
 Resume = Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")]
 Seed = Annotated[int, typer.Option(min=0, max=2**63 - 1, help="Seed of weights, data order and augmentation.")]
-BackendFlag = Annotated[TrainBackend, typer.Option(help="torch-pipeline: --stages processes; poptorch: IPUs.")]
+BackendFlag = Annotated[
+    str,
+    typer.Option(parser=BACKENDS, metavar=BACKENDS.metavar, help="torch-pipeline: --stages processes; poptorch: IPUs."),
+]
 Stages = Annotated[int, typer.Option(min=2, max=64, help="torch-pipeline / poptorch: pipeline stages.")]
 ScheduleFlag = Annotated[Schedule, typer.Option(help="torch-pipeline: the pipeline schedule.")]
 SyncBn = Annotated[
@@ -87,7 +90,7 @@ def train(
     out: Out = None,
     resume: Resume = False,
     seed: Seed = 0,
-    backend: BackendFlag = TrainBackend.torch,
+    backend: BackendFlag = "torch",
     stages: Stages = 2,
     schedule: ScheduleFlag = Schedule.gpipe,
     sync_bn: SyncBn = None,
@@ -102,7 +105,7 @@ def train(
     if dataset is not None and data is not None:
         raise UsageError("--data and --dataset synthetic exclude each other")
     out = out if out is not None else Path("runs") / load_spec(spec).name
-    given = (data, resolution, epochs, max_steps, batch_size, accum, device.value, recipe, resume, seed, backend.value)
+    given = (data, resolution, epochs, max_steps, batch_size, accum, device.value, recipe, resume, seed, backend)
     # without --channels-last, the recipe's default (channels_last on a GPU)
     options = TrainOptions(spec, out, *given, stages, schedule.value, sync_bn, channels_last or None, compiled)
     summary = run_training(options, nproc)

@@ -251,10 +251,10 @@ def test_torchvision_counter_reproduces_its_published_ops(name, weights):
 
 
 def test_every_convention_has_its_rule_and_the_cli_names():
-    from archspec.cli.options import Convention
+    from archspec.cli.options import CONVENTIONS_CHOICE
 
     assert conventions.NAMES == ("archspec", "fvcore", "ptflops", "thop", "torchinfo", "torchvision")
-    assert tuple(c.value for c in Convention) == conventions.NAMES
+    assert CONVENTIONS_CHOICE.names == conventions.NAMES
     g = build_graph(archspec.resolve(archspec.load_spec(random_spec(0)[0])), 64)
     report = conventions.report(g)
     assert (report["resolution"], report["batch_size"]) == (64, 1)

@@ -17,7 +17,7 @@ from archspec.cost import totals
 from archspec.graph import build_graph, convs, layers, units
 from archspec.presets import PRESET_NAMES
 
-NORMS = ["bn", "gn", "ln", "gn+pn", "ln+pn"]
+NORMS = ["bn", "gn", "ln", "frn", "gn+pn", "ln+pn"]
 MAC_OPS = {"aten.convolution", "aten.addmm", "aten.mm"}
 
 

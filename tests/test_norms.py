@@ -144,7 +144,7 @@ def _logits_in_one_batch_and_split(norm: str, size: int):
         return model(x), torch.cat([model(x[i : i + size]) for i in range(0, 8, size)])
 
 
-@pytest.mark.parametrize("norm", ["gn", "ln", "gn+pn", "ln+pn"])
+@pytest.mark.parametrize("norm", ["gn", "ln", "frn", "gn+pn", "ln+pn"])
 def test_batch_independence_in_train_mode(norm):
     together, alone = _logits_in_one_batch_and_split(norm, 1)
     torch.testing.assert_close(alone, together, rtol=0, atol=1e-5)
@@ -167,7 +167,7 @@ def _full_and_accumulated(norm: str):
     return full, accumulated
 
 
-@pytest.mark.parametrize("norm", ["gn", "ln", "gn+pn", "ln+pn"])
+@pytest.mark.parametrize("norm", ["gn", "ln", "frn", "gn+pn", "ln+pn"])
 def test_gradient_accumulation_equals_the_large_batch(norm):
     full, accumulated = _full_and_accumulated(norm)
     for (name, a), (_, b) in zip(full.named_parameters(), accumulated.named_parameters()):

@@ -144,6 +144,6 @@ def test_pipeline_bad_input(tmp_path, cli):
     result = cli("train", TINY, "--backend", "pipeline", "--out", tmp_path / "y")
     assert (
         result.code == 2
-        and "Invalid value for '--backend': Value error, 'pipeline' is not one of 'torch', 'torch-pipeline', 'poptorch'"
+        and "Invalid value for '--backend': must be one of torch, torch-pipeline, poptorch, got 'pipeline'"
         in result.err
     )

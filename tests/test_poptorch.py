@@ -163,7 +163,10 @@ def test_train_backend_poptorch(tmp_path, cli):
     [
         (("--backend", "poptorch"), "--backend poptorch needs --out DIR and --ipus K"),
         (("--ipus", "2"), "--ipus goes with --backend poptorch"),
-        (("--backend", "ipu"), "Invalid value for '--backend': Value error, 'ipu' is not one of 'torch', 'poptorch'"),
+        (
+            ("--backend", "ipu"),
+            "Invalid value for '--backend': must be one of torch, torch-pipeline, poptorch, got 'ipu'",
+        ),
     ],
 )
 def test_compile_backend_bad_input(cli, args, expected):

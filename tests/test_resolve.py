@@ -9,14 +9,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import archspec
-from archspec.presets import PRESET_NAMES
-from archspec.resolve import nearest_group_size, round_channels
+from archspec.presets import SCALING
+from archspec.resolve import grouped_conv_group_size, nearest_group_size, round_channels
 from conftest import HALF, NATIVE, SPECS
 
 
 @st.composite
 def specs(draw):
-    base = draw(st.sampled_from(PRESET_NAMES))
+    # the B0-B7 presets, whose blocks are all MBConv (fused MBConv's grouping: test below)
+    base = draw(st.sampled_from(tuple(SCALING)))
     spec = {
         "base": base,
         "width_multiplier": draw(st.floats(0.1, 3.0)),
@@ -230,3 +231,26 @@ def test_shipped_paper_specs(b):
     assert (half.group_size, half.expansion_ratio, half.norm.type) == (16, 4, "ln+pn")
     assert half.resolution.train == HALF[b] and half.resolution.test == (NATIVE[b],)
     assert g1.resolution.train == g16.resolution.train == NATIVE[b]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    g=st.integers(1, 96), cin=st.integers(1, 160), cout=st.integers(1, 640), rounding=st.sampled_from(["size", "count"])
+)
+def test_a_fused_conv_group_count_divides_its_input_and_output(g, cin, cout, rounding):
+    used = grouped_conv_group_size(g, cin, cout, rounding)
+    groups = cin // used
+    assert cin % used == 0 and cout % groups == 0
+    if cin == cout:
+        assert used == nearest_group_size(g, cin, rounding)
+
+
+def test_the_global_group_size_leaves_fused_mbconv_dense():
+    res = archspec.resolve(archspec.load_spec({"base": "efficientnetv2-s", "group_size": 16}))
+    fused = [b for b in res.blocks if b.block == "fused_mbconv"]
+    assert fused and all(b.groups == 1 for b in fused)
+    assert all(b.group_size == 16 for b in res.blocks if b.block == "mbconv")
+    own = archspec.load_spec({"base": "efficientnetv2-s"}).model_dump()["stages"]
+    own[1]["group_size"] = 8  # a stage's own group size groups its fused convs
+    res = archspec.resolve(archspec.load_spec({"base": "efficientnetv2-s", "stages": own}))
+    assert {b.groups for b in res.blocks if b.stage == 1} == {24 // 8, 48 // 8}

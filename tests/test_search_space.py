@@ -39,7 +39,7 @@ BAD = [
     (
         "unknown-norm",
         HEAD + "space:\n  norm: [gn, xn]\n" + OBJECTIVE,
-        "space.norm[1]: must be 'bn', 'gn', 'ln', 'gn+pn' or 'ln+pn'",
+        "space.norm[1]: must be 'bn', 'gn', 'ln', 'frn', 'gn+pn' or 'ln+pn'",
         "3:14",
     ),
     (

@@ -121,7 +121,7 @@ MALFORMED = [
     (
         "unknown-norm",
         "base: efficientnet-b0\nnorm: {type: batchnorm}\n",
-        "norm.type: must be 'bn', 'gn', 'ln', 'gn+pn' or 'ln+pn', got 'batchnorm'",
+        "norm.type: must be 'bn', 'gn', 'ln', 'frn', 'gn+pn' or 'ln+pn', got 'batchnorm'",
         "2:14",
     ),
     ("no-stages", "name: bare\n", "stages: required field is missing", None),

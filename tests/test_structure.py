@@ -106,3 +106,29 @@ def test_the_command_line_raises_no_domain_errors():
         if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) == "SpecError"
     ]
     assert not raising, raising
+
+
+def test_no_backend_imports_the_runner():
+    # the runner owns run directories and drives the backends; a backend never reaches back
+    reached = {
+        name: sorted(t for t in _imports(name, path) if t == "archspec.runner" or t.startswith("archspec.runner."))
+        for name, path in MODULES.items()
+        if name.startswith("archspec.backends")
+    }
+    assert not {k: v for k, v in reached.items() if v}
+
+
+def test_norm_names_are_compared_only_in_the_norm_registry():
+    # dispatch on a norm asks its registered kind (archspec.norms), never `norm == "bn"` elsewhere
+    from archspec import norms
+
+    names = set(norms.spec_types())
+    found = []
+    for name, path in MODULES.items():
+        if name == "archspec.norms" or name.startswith("archspec.norms."):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Compare):
+                constants = {c.value for c in ast.walk(node) if isinstance(c, ast.Constant)}
+                found += [f"{path.relative_to(ROOT)}:{node.lineno}"] if constants & names else []
+    assert not found

@@ -111,7 +111,7 @@ def test_sweep_grid_mode(cli):
         (("--group-sizes", "1", "--expansions", "6", "--plot", "/nonexistent/x.png"), "does not exist"),
         (
             ("--group-sizes", "1", "--expansions", "6", "--group-rounding", "nearest"),
-            "Invalid value for '--group-rounding': Value error, 'nearest' is not one of 'size', 'count'",
+            "Invalid value for '--group-rounding': must be one of size, count, got 'nearest'",
         ),
     ],
 )

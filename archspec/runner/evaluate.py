@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from ..backends.torch.export import Source
 from ..backends.torch.fast import FastPaths, check, prepare
 from ..errors import SpecError
 from ..limits import check_resolution
@@ -49,6 +50,26 @@ def evaluate(
         total += len(y)
     model.train(was_training)
     return correct1 / total, correct5 / total, total
+
+
+def run_source(path: Path, resolution: Optional[str], weights: Optional[str]) -> Source:
+    """A run's model with the weights `export RUN` asks for (see weights_for), at `resolution`
+    (default: the one it was trained at)."""
+    run = RunDir(path)
+    try:
+        train_resolution = int(run.raw_info("source")["resolution"])
+        spec = load_spec(run.spec)
+        picked = train_resolution if resolution in (None, "train") else resolve(spec).resolution.pick(resolution)
+        kind, file = weights_for(run, picked, weights or "auto")
+        model = model_with_weights(spec, file, f"{kind} weights", torch.device("cpu"))
+    except SpecError as exc:
+        if exc.parameter != "run":
+            raise
+        # the run is this function's `source`
+        raise SpecError(exc.message, parameter="source", file=exc.file, location=exc.location) from None
+    trained = f"trained at {train_resolution} px"
+    are = {"ema": f"EMA, {trained}", "raw": f"raw (last step), {trained}", "finetuned": f"fine-tuned at {picked} px"}
+    return Source(model, spec, picked, train_resolution, kind, file.name, are[kind], str(path), True)
 
 
 def weights_for(run: RunDir, resolution: int, weights: str) -> tuple[str, Path]:

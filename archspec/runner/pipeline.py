@@ -22,7 +22,7 @@ from torch import nn
 
 from ..errors import SpecError
 from ..graph import build_graph, unit_module_paths
-from ..plan import Costing, Device, Plan, plan_pipeline
+from ..plan import Costing, Device, PipelinePlan, plan_pipeline
 from ..resolve import resolve
 from ..spec import ModelSpec
 from .distributed import Context, gather_to_main
@@ -37,7 +37,9 @@ def unit_modules(model: nn.Module, g: nx.DiGraph[str], unit: str) -> list[tuple[
     return [(path, model.get_submodule(path)) for path in unit_module_paths(g, unit)]
 
 
-def stage_module(model: nn.Module, g: nx.DiGraph[str], plan: Plan, index: int) -> tuple[nn.Sequential, list[str]]:
+def stage_module(
+    model: nn.Module, g: nx.DiGraph[str], plan: PipelinePlan, index: int
+) -> tuple[nn.Sequential, list[str]]:
     """Stage `index` as an nn.Sequential over the model's own modules, and their paths."""
     pairs = [p for unit in plan.stages[index].units for p in unit_modules(model, g, unit)]
     return nn.Sequential(*(m for _, m in pairs)), [name for name, _ in pairs]
@@ -48,7 +50,9 @@ def owned_state(model: nn.Module, paths: list[str]) -> dict[str, torch.Tensor]:
     return {k: v for k, v in model.state_dict().items() if any(k.startswith(p + ".") for p in paths)}
 
 
-def pipeline_plan(spec: ModelSpec, resolution: int, stages: int, micro_batch: int) -> tuple[nx.DiGraph[str], Plan]:
+def pipeline_plan(
+    spec: ModelSpec, resolution: int, stages: int, micro_batch: int
+) -> tuple[nx.DiGraph[str], PipelinePlan]:
     """Balance by time alone: host memory is not the constraint an IPU's SRAM is."""
     g = build_graph(resolve(spec), resolution)
     return g, plan_pipeline(g, stages, Costing(micro_batch, Device(1 << 62, name="host")))
@@ -61,7 +65,7 @@ class PipelineRunner:
         self,
         model: nn.Module,
         g: nx.DiGraph[str],
-        plan: Plan,
+        plan: PipelinePlan,
         ctx: Context,
         n_micro: int,
         micro_batch: int,

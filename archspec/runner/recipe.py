@@ -127,6 +127,13 @@ def load_recipe(path: Union[str, Path, None] = None, overrides: Optional[dict[st
     return validate(Recipe, data, source)
 
 
+def backend_options(recipe: Path | None) -> dict[str, Any]:
+    """A recipe as a backend that trains on its own takes it (archspec.backend): its text and its
+    global batch, as data, since backends never import the runner."""
+    loaded = load_recipe(recipe)
+    return {"recipe_text": recipe_yaml(loaded), "global_batch": loaded.global_batch_size}
+
+
 def recipe_yaml(recipe: Recipe) -> str:
     import yaml
 

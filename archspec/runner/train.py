@@ -21,6 +21,7 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
+from .. import backend, norms
 from ..api import as_resolved, build_model, stats
 from ..errors import DiskFull, Diverged, Interrupted, SpecError
 from ..report import resolved_document
@@ -38,23 +39,20 @@ from .pipeline import Pipelined, PipelineRunner, pipeline_plan, stage_parameter_
 from .recipe import Recipe, load_recipe
 from .rundir import RunDir, RunInfo
 
-BACKENDS = ("torch", "torch-pipeline", "poptorch")
-
 
 def run(opts: TrainOptions, nproc: int = 1) -> Optional[dict[str, Any]]:
     """Train as the options say; the summary, or None where the IPU program ran on its own."""
-    if opts.backend not in BACKENDS:
-        raise SpecError(f"must be {', '.join(BACKENDS)}, got {opts.backend!r}", parameter="backend")
+    if opts.backend not in backend.names():
+        raise SpecError(f"must be {', '.join(backend.names())}, got {opts.backend!r}", parameter="backend")
     if opts.backend != "torch" and nproc > 1:
         raise SpecError(
             f"goes with --backend torch; {opts.backend} runs one process per stage (--stages)", parameter="nproc"
         )
     check_fast_paths(opts.backend, opts.device, opts.compile, opts.channels_last)
-    if opts.backend == "poptorch":
-        from ..backends.poptorch.train import run_ipu
-
-        run_ipu(opts)
-        return None
+    own = backend.kind(opts.backend).train
+    if own is not None:  # a backend whose program trains on its own (poptorch's, a plug-in's)
+        summary: Optional[dict[str, Any]] = backend.kind(opts.backend).entry("train")(opts)
+        return summary
     check_length(opts.epochs, opts.max_steps)
     check_seed(opts.seed)
     processes = opts.stages if opts.backend == "torch-pipeline" else nproc
@@ -290,7 +288,7 @@ def _strategy(s: Setup, ctx: Context, model: nn.Module, groups: list[dict[str, A
     channels_last = opts.channels_last if opts.channels_last is not None else gpu and recipe.channels_last_on_gpu
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    s.info.sync_bn = ctx.distributed and s.spec.norm.type == "bn" and opts.sync_bn is not False
+    s.info.sync_bn = ctx.distributed and norms.split(s.spec.norm.type)[0].batch_dependent and opts.sync_bn is not False
     if s.info.sync_bn:
         s.notes.append(f"BN statistics are synchronised across the {ctx.world} processes (--no-sync-bn: per process)")
     wrapped = compiled(data_parallel(model, ctx, s.info.sync_bn), opts.compile)

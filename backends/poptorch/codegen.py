@@ -11,19 +11,18 @@ literal in the generated file.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import jinja2
 import networkx as nx
 
 from archspec._version import __version__
-from archspec.backends.torch.codegen import comment, literal
+from archspec.backends.torch.codegen import comment, generate_model_source, literal
 from archspec.errors import SpecError
 from archspec.graph import info, unit_module_paths
-from archspec.plan import Plan, costing, plan_pipeline
-from archspec.runner.recipe import load_recipe, recipe_yaml
+from archspec.plan import PipelinePlan, costing, plan_pipeline
 
 _ENV = jinja2.Environment(
     loader=jinja2.PackageLoader("archspec.backends.poptorch", "templates"),
@@ -63,24 +62,34 @@ class IpuOptions:
         return max(global_batch // (self.micro_batch * self.replicas), 2 * self.ipus - 1, 1)
 
 
-def ipu_files(g: nx.DiGraph[str], options: IpuOptions, recipe: Path | None) -> dict[str, str]:
-    """plan.json, recipe.yaml and ipu_train.py for `g`, pipelined over `options.ipus` IPUs."""
+def program_files(g: nx.DiGraph[str], options: Mapping[str, Any]) -> dict[str, str]:
+    """The poptorch backend's files (archspec.backend): model.py, and the IPU program for
+    `options` (ipu: IpuOptions; recipe_text and global_batch: the runner's recipe, as data)."""
+    ipu_options = options["ipu"]
+    return {
+        "model.py": generate_model_source(g),
+        **ipu_files(g, ipu_options, options["recipe_text"], options["global_batch"]),
+    }
+
+
+def ipu_files(g: nx.DiGraph[str], options: IpuOptions, recipe_text: str, global_batch: int) -> dict[str, str]:
+    """plan.json, recipe.yaml (`recipe_text`, the runner's recipe with its `global_batch`) and
+    ipu_train.py for `g`, pipelined over `options.ipus` IPUs."""
     plan = plan_pipeline(g, options.ipus, costing(options.micro_batch, None, options.memory_fraction, True))
-    loaded = load_recipe(recipe)
     plan_json = {
         "spec": info(g)["name"],
         "resolution": info(g)["resolution"][0],
         **plan.as_dict(),
-        "ipu": options.as_dict(loaded.global_batch_size),
+        "ipu": options.as_dict(global_batch),
     }
     return {
         "plan.json": json.dumps(plan_json, indent=2) + "\n",
-        "recipe.yaml": recipe_yaml(loaded),
-        "ipu_train.py": generate_ipu_train(g, plan, options, loaded.global_batch_size),
+        "recipe.yaml": recipe_text,
+        "ipu_train.py": generate_ipu_train(g, plan, options, global_batch),
     }
 
 
-def generate_ipu_train(g: nx.DiGraph[str], plan: Plan, options: IpuOptions, recipe_global_batch: int) -> str:
+def generate_ipu_train(g: nx.DiGraph[str], plan: PipelinePlan, options: IpuOptions, recipe_global_batch: int) -> str:
     res = info(g)["resolved"]
     stages = [
         {"ipu": i, "module": unit_module_paths(g, s.units[0])[0], "unit": s.units[0]} for i, s in enumerate(plan.stages)

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from archspec import norms
 from archspec.cost import arithmetic_intensity
 from archspec.graph import Node, build_graph, info, layers
 from archspec.presets import B0_STAGES, SCALING
@@ -136,18 +137,16 @@ def interleaved(
 
 
 def _timm_norm_layer(res: ResolvedSpec) -> Any:
-    """timm's norm + act layer for the spec's norm: BN, GN of the spec's group count, LN as GN of
-    one group (timm's GroupNorm1Act, as archspec builds it); None for proxy norm, which timm lacks."""
-    from timm.layers import BatchNormAct2d, GroupNorm1Act, GroupNormAct
+    """timm's norm + act layer for the spec's norm, as its kind names it (BN, GN of the spec's group
+    count, LN as timm's GroupNorm1Act, FRN + TLU); None for proxy norm or a kind timm lacks."""
+    import timm.layers
 
     norm = res.norm
-    if norm.type == "bn":
-        return partial(BatchNormAct2d, eps=norm.eps, momentum=norm.momentum)
-    if norm.type == "gn":
-        return partial(GroupNormAct, num_groups=norm.groups, eps=norm.eps)
-    if norm.type == "ln":
-        return partial(GroupNorm1Act, eps=norm.eps)
-    return None
+    if norm.proxy or norm.kind.timm is None:
+        return None
+    layer = norms.NormLayer(0, norm.kind.groups(norm.groups, 0), norm.eps, norm.momentum, norm.pn_eps, None)
+    name, kwargs = norm.kind.timm(layer)
+    return partial(getattr(timm.layers, name), **kwargs)
 
 
 def _drop_path_rate(res: ResolvedSpec) -> float:
@@ -188,8 +187,8 @@ def _timm_efficientnet(res: ResolvedSpec, norm_layer: Any) -> nn.Module:
 def timm_equivalent(res: ResolvedSpec, params: int) -> tuple[Optional[nn.Module], str]:
     """timm's EfficientNet for the spec's preset, expansion ratio, group size and norm (BN, GN or
     LN), if it is the same network: SiLU, 3 inputs, and the same parameters."""
-    if res.preset is None:
-        return None, "the spec has no EfficientNet preset base"
+    if res.preset not in SCALING:  # the B0 stage table is what it rebuilds timm's network from
+        return None, "the spec has no EfficientNet B0-B7 preset base"
     name = res.preset.replace("-", "_")
     norm_layer = _timm_norm_layer(res)
     differs = [

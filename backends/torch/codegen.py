@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import ast
 import functools
+import importlib.util
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import jinja2
 import networkx as nx
 
+from archspec import norms
 from archspec._version import __version__
 from archspec.cost import by, human, totals
 from archspec.graph import info, layers
@@ -69,8 +72,15 @@ def _drop_path_code(rate: float) -> str:
 
 @functools.cache
 def _definitions(module: str) -> dict[str, str]:
-    """The source text of every top-level definition and constant of layers.py or norms.py."""
-    text = (HERE / f"{module}.py").read_text()
+    """The source text of every top-level definition and constant of layers.py or norms.py, or of
+    a module named in full (a plug-in norm's torch half), read as text: nothing is imported."""
+    if "." in module:
+        found = importlib.util.find_spec(module)
+        if found is None or found.origin is None:
+            raise ValueError(f"no module {module!r} to copy a norm layer from")
+        text = Path(found.origin).read_text()
+    else:
+        text = (HERE / f"{module}.py").read_text()
     out = {}
     for item in ast.parse(text).body:
         if isinstance(item, (ast.ClassDef, ast.FunctionDef)):
@@ -97,31 +107,36 @@ def _block_code(block: UnitLayers, indent: str) -> str:
     return f"{block.block_kind}(\n{indent}    {inner},\n{indent})"
 
 
-def _sources(proxy: bool) -> str:
-    """The classes and helpers of the live backend that the generated file needs, verbatim."""
-    norms, torch_layers = _definitions("norms"), _definitions("layers")
-    pieces = [norms["make_activation"]]
-    if proxy:
-        pieces += [
-            norms[name]
-            for name in ("_normal_pdf", "_normal_cdf", "relu_gaussian_moments", "gauss_legendre", "ProxyMoments")
-        ]
-    pieces += (
-        [norms["BatchNormAct2d"], norms["GroupNormAct"]]
-        + ([norms["ProxyNormAct"]] if proxy else [])
-        + [
-            torch_layers[name]
-            for name in (
-                "SqueezeExcite",
-                "_residual",
-                "DepthwiseSeparable",
-                "InvertedResidual",
-                "GlobalPool",
-                "EfficientNet",
-            )
-        ]
-    )
+def _norm_sources(kinds: list[norms.NormKind], proxy: bool) -> list[str]:
+    """The norm layer classes the network uses (and the classes they derive from), in the order
+    their modules define them, with PN's helpers where proxy normalization is used."""
+    own = _definitions("norms")
+    needed = {k.module for k in kinds} | ({"ProxyNormAct"} if proxy else set())
+    for name in list(needed):  # a class's base, if that is a norm class too (ProxyNormAct's GroupNormAct)
+        if name in own:
+            tree = ast.parse(own[name]).body[0]
+            assert isinstance(tree, ast.ClassDef)
+            needed |= {b.id for b in tree.bases if isinstance(b, ast.Name) and b.id in own}
+    pieces = [text for name, text in own.items() if name in needed]
+    pieces += [_definitions(k.source)[k.module] for k in kinds if k.module not in own]
+    helpers = ("_normal_pdf", "_normal_cdf", "relu_gaussian_moments", "gauss_legendre", "ProxyMoments")
+    return [own["make_activation"], *(own[name] for name in helpers if proxy), *pieces]
+
+
+def _sources(kinds: list[norms.NormKind], proxy: bool, block_classes: set[str]) -> str:
+    """The classes and helpers of the live backend that the generated file needs, verbatim: the
+    block classes among them in the order layers.py defines them."""
+    torch_layers = _definitions("layers")
+    used = [name for name in torch_layers if name in block_classes]
+    pieces = _norm_sources(kinds, proxy) + [
+        torch_layers[name] for name in ("SqueezeExcite", "_residual", *used, "GlobalPool", "EfficientNet")
+    ]
     return "\n\n\n".join(p.rstrip() for p in pieces)
+
+
+def model_files(g: nx.DiGraph[str], options: Mapping[str, Any]) -> dict[str, str]:
+    """The torch backend's files (archspec.backend): model.py."""
+    return {"model.py": generate_model_source(g)}
 
 
 def generate_model_source(g: nx.DiGraph[str]) -> str:
@@ -174,7 +189,7 @@ def generate_model_source(g: nx.DiGraph[str]) -> str:
         macs=f"{total.macs:,}",
         spec_literal="{\n" + "".join(f"    {literal(k)}: {literal(v)},\n" for k, v in summary.items()) + "}",
         constants="\n".join(_definitions("norms")[name] for name in ("PANEL_NODES", "Z_MAX")),
-        library=_sources(res.norm.proxy),
+        library=_sources([res.norm.kind], res.norm.proxy, {u.block_kind for u in walked.values()}),
         stages=stages,
         parts=stem_and_head,
     )

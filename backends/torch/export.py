@@ -60,9 +60,12 @@ class Source:
     weights: str  # initial | ema | finetuned | raw
     weights_file: Optional[str]
     weights_are: str
+    origin: str  # what was named: a spec (file or preset) or a run directory
+    is_run: bool
 
 
-def _spec_source(source: str, resolution: Optional[str], weights: Optional[str], seed: int) -> Source:
+def spec_source(source: str, resolution: Optional[str], weights: Optional[str], seed: int) -> Source:
+    """A spec's model with its initial weights (a run's trained ones: runner.evaluate.run_source)."""
     from archspec.api import build_model
 
     if weights not in (None, "auto"):
@@ -70,29 +73,8 @@ def _spec_source(source: str, resolution: Optional[str], weights: Optional[str],
     spec = load_spec(source)
     res = resolve(spec)
     model = build_model(spec, seed=seed)
-    return Source(model, spec, res.resolution.pick(resolution), res.resolution.train, "initial", None, f"seed {seed}")
-
-
-def _run_source(path: Path, resolution: Optional[str], weights: Optional[str]) -> Source:
-    from archspec.runner.checkpoint import model_with_weights
-    from archspec.runner.evaluate import weights_for
-    from archspec.runner.rundir import RunDir
-
-    run = RunDir(path)
-    try:
-        train_resolution = int(run.raw_info("source")["resolution"])
-        spec = load_spec(run.spec)
-        picked = train_resolution if resolution in (None, "train") else resolve(spec).resolution.pick(resolution)
-        kind, file = weights_for(run, picked, weights or "auto")
-        model = model_with_weights(spec, file, f"{kind} weights", torch.device("cpu"))
-    except SpecError as exc:
-        if exc.parameter != "run":
-            raise
-        # the run is this function's `source`
-        raise SpecError(exc.message, parameter="source", file=exc.file, location=exc.location) from None
-    trained = f"trained at {train_resolution} px"
-    are = {"ema": f"EMA, {trained}", "raw": f"raw (last step), {trained}", "finetuned": f"fine-tuned at {picked} px"}
-    return Source(model, spec, picked, train_resolution, kind, file.name, are[kind])
+    picked = res.resolution.pick(resolution)
+    return Source(model, spec, picked, res.resolution.train, "initial", None, f"seed {seed}", source, False)
 
 
 @contextlib.contextmanager
@@ -195,23 +177,20 @@ def _validate(fmt: str, exporter: Optional[str], batch_size: int, tolerance: flo
 
 
 def export_model(
-    source: str | Path,
+    src: Source,
     fmt: str,
     *,
     exporter: Optional[str] = None,
     dynamic_batch: bool = False,
     out: Optional[Path] = None,
-    resolution: Optional[str] = None,
-    weights: Optional[str] = None,
     batch_size: int = 1,
-    seed: int = 0,
     tolerance: float = TOLERANCE,
     fold: bool = True,
     channels_last: bool = False,
 ) -> dict[str, Any]:
-    """Write `source`'s model (a spec, or a run directory with its weights) in `fmt` to `out`, read
-    it back and compare its logits with the eager model's: at `batch_size`, and with
-    `dynamic_batch` (always, for TorchScript) at a second batch size too."""
+    """Write `src`'s model (a spec's, or a run's with its weights: the runner reads run directories)
+    in `fmt` to `out`, read it back and compare its logits with the eager model's: at `batch_size`,
+    and with `dynamic_batch` (always, for TorchScript) at a second batch size too."""
     exporter = _validate(fmt, exporter, batch_size, tolerance)
     if fmt == "onnx":  # a missing `export` extra is said before the slow part, not after it
         import onnx  # noqa: F401
@@ -219,12 +198,7 @@ def export_model(
 
         if exporter == "dynamo":
             import onnxscript  # noqa: F401
-    is_run = Path(source).is_dir()
-    src = (
-        _run_source(Path(source), resolution, weights)
-        if is_run
-        else _spec_source(str(source), resolution, weights, seed)
-    )
+    is_run = src.is_run
     dynamic = dynamic_batch or fmt == "torchscript"
     path = out if out is not None else Path(f"{src.spec.name}-r{src.resolution}{FORMATS[fmt]}")
     check_writable(path, "out")
@@ -247,7 +221,7 @@ def export_model(
     largest = max(c["max_abs_diff"] for c in checked["checks"])
     n = resolve(src.spec).downsampling_layers
     return {
-        "source": str(source),
+        "source": src.origin,
         "kind": "run" if is_run else "spec",
         "name": src.spec.name,
         "format": fmt,

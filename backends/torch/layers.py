@@ -89,6 +89,45 @@ class InvertedResidual(nn.Module):
         return _residual(self.drop_path(out), x) if self.has_skip else out
 
 
+class EdgeResidual(nn.Module):
+    """Fused MBConv (EfficientNetV2; timm's EdgeResidual): kxk expansion conv -> SE -> 1x1 project
+    (+ skip)."""
+
+    def __init__(
+        self,
+        conv_exp: nn.Module,
+        bn1: nn.Module,
+        se: nn.Module,
+        conv_pwl: nn.Module,
+        bn2: nn.Module,
+        drop_path: nn.Module,
+        has_skip: bool,
+    ) -> None:
+        super().__init__()
+        self.conv_exp, self.bn1, self.se = conv_exp, bn1, se
+        self.conv_pwl, self.bn2 = conv_pwl, bn2
+        self.drop_path = drop_path
+        self.has_skip = has_skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.bn2(self.conv_pwl(self.se(self.bn1(self.conv_exp(x)))))
+        return _residual(self.drop_path(out), x) if self.has_skip else out
+
+
+class ConvBnAct(nn.Module):
+    """Fused MBConv with expansion 1 (timm's ConvBnAct): kxk conv -> norm + activation (+ skip)."""
+
+    def __init__(self, conv: nn.Module, bn1: nn.Module, drop_path: nn.Module, has_skip: bool) -> None:
+        super().__init__()
+        self.conv, self.bn1 = conv, bn1
+        self.drop_path = drop_path
+        self.has_skip = has_skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.bn1(self.conv(x))
+        return _residual(self.drop_path(out), x) if self.has_skip else out
+
+
 class GlobalPool(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.mean((2, 3))
@@ -120,3 +159,9 @@ class EfficientNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.head_drop(self.global_pool(self.forward_features(x))))
+
+
+# The block classes the block kinds name (archspec.blocks), by name.
+BLOCKS: dict[str, type[nn.Module]] = {
+    cls.__name__: cls for cls in (DepthwiseSeparable, InvertedResidual, EdgeResidual, ConvBnAct)
+}

@@ -10,7 +10,8 @@ from typing import Any
 
 import networkx as nx
 
-from archspec.graph import AddNode, Node, layers, units
+from archspec import blocks, norms
+from archspec.graph import AddNode, Node, NormNode, info, layers, units
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,30 @@ class LeafSpec:
 IDENTITY = LeafSpec("nn.Identity", ())
 
 
+def norm_leaf(kind: norms.NormKind, layer: norms.NormLayer, proxy: bool) -> LeafSpec:
+    """A norm layer: the kind's own class, or with proxy normalization (which follows only kinds
+    that declare it: GN, LN) ProxyNormAct over the kind's statistics groups."""
+    if not proxy:
+        args, kwargs = kind.arguments(layer)
+        return LeafSpec(kind.module, args, kwargs)
+    if not kind.proxy:
+        raise ValueError(f"proxy normalization does not follow {kind.name!r}")
+    if layer.activation is None:
+        raise ValueError("proxy normalization needs an activation")
+    return LeafSpec(
+        "ProxyNormAct",
+        (layer.channels, layer.num_groups),
+        {"eps": layer.eps, "activation": layer.activation, "pn_eps": layer.pn_eps},
+    )
+
+
+def _norm_node_leaf(node: NormNode) -> LeafSpec:
+    layer = norms.NormLayer(
+        node["channels"], node["num_groups"], node["eps"], node["momentum"], node["pn_eps"], node["activation"]
+    )
+    return norm_leaf(norms.kind(node["norm"]), layer, node["proxy"])
+
+
 def leaf_spec(node: Node) -> LeafSpec | None:
     """The layer for one IR node; None for nodes their parents implement (act, add, input)."""
     if node["op"] == "conv":
@@ -35,16 +60,7 @@ def leaf_spec(node: Node) -> LeafSpec | None:
             {"padding": k // 2, "groups": node["groups"], "bias": False},
         )
     if node["op"] == "norm":
-        c, groups, act = node["channels"], node["num_groups"], node["activation"]
-        if node["norm"] == "bn":
-            return LeafSpec(
-                "BatchNormAct2d", (c,), {"eps": node["eps"], "momentum": node["momentum"], "activation": act}
-            )
-        if node["proxy"]:
-            return LeafSpec(
-                "ProxyNormAct", (c, groups), {"eps": node["eps"], "activation": act, "pn_eps": node["pn_eps"]}
-            )
-        return LeafSpec("GroupNormAct", (c, groups), {"eps": node["eps"], "activation": act})
+        return _norm_node_leaf(node)
     if node["op"] == "se":
         return LeafSpec("SqueezeExcite", (node["channels"], node["reduced_channels"], node["function"]))
     if node["op"] == "pool":
@@ -63,11 +79,7 @@ class UnitLayers:
 
     leaves: dict[str, LeafSpec]
     add: AddNode | None = None
-
-    @property
-    def block_kind(self) -> str:
-        """With an expansion conv a block is an inverted residual."""
-        return "InvertedResidual" if "conv_pwl" in self.leaves else "DepthwiseSeparable"
+    block_kind: str = ""  # a block's torch class, as its kind (archspec.blocks) names it
 
 
 def unit_layers(g: nx.DiGraph[str]) -> dict[str, UnitLayers]:
@@ -86,8 +98,11 @@ def unit_layers(g: nx.DiGraph[str]) -> dict[str, UnitLayers]:
             leaves.setdefault(unit, {})[local] = spec
     leaves["head"] = {"conv_head": IDENTITY, "bn2": IDENTITY, **leaves["head"]}
     out = {}
-    for unit in units(g):
-        if unit.startswith("blocks."):
-            leaves[unit].setdefault("se", IDENTITY)
-        out[unit] = UnitLayers(leaves[unit], adds.get(unit))
-    return out
+    for b in info(g)["resolved"].blocks:
+        kind = blocks.kind(b.block)
+        out[b.name] = UnitLayers(
+            {slot: leaves[b.name].get(slot, IDENTITY) for slot in kind.slots(b.expand)},
+            adds.get(b.name),
+            kind.module(b.expand),
+        )
+    return {unit: out.get(unit) or UnitLayers(leaves[unit]) for unit in units(g)}

@@ -15,15 +15,13 @@ import torch
 from torch import nn
 from torchvision.ops import StochasticDepth
 
-from .layers import DepthwiseSeparable, EfficientNet, GlobalPool, InvertedResidual, SqueezeExcite
+from .layers import BLOCKS, EfficientNet, GlobalPool, SqueezeExcite
 from .leaves import LeafSpec, UnitLayers, unit_layers
-from .norms import BatchNormAct2d, GroupNormAct, ProxyNormAct
+from .norms import layer_class
 
-CONSTRUCTORS = {
+# Norm layers come from the norm registry's torch half (norms.layer_class), plug-ins' included.
+CONSTRUCTORS: dict[str, type[nn.Module]] = {
     "nn.Conv2d": nn.Conv2d,
-    "BatchNormAct2d": BatchNormAct2d,
-    "GroupNormAct": GroupNormAct,
-    "ProxyNormAct": ProxyNormAct,
     "SqueezeExcite": SqueezeExcite,
     "GlobalPool": GlobalPool,
     "nn.Dropout": nn.Dropout,
@@ -33,14 +31,14 @@ CONSTRUCTORS = {
 
 
 def construct(spec: LeafSpec) -> nn.Module:
-    return CONSTRUCTORS[spec.source_name](*spec.args, **spec.kwargs)
+    cls = CONSTRUCTORS.get(spec.source_name) or layer_class(spec.source_name)
+    return cls(*spec.args, **spec.kwargs)
 
 
 def _block(parts: UnitLayers, modules: dict[str, nn.Module]) -> nn.Module:
     add = parts.add
-    cls = InvertedResidual if parts.block_kind == "InvertedResidual" else DepthwiseSeparable
     drop_path = StochasticDepth(add["drop_path"], "row") if add and add["drop_path"] > 0 else nn.Identity()
-    return cls(**modules, drop_path=drop_path, has_skip=add is not None)
+    return BLOCKS[parts.block_kind](**modules, drop_path=drop_path, has_skip=add is not None)
 
 
 def init_weights(model: nn.Module) -> None:

@@ -1,8 +1,10 @@
-"""Normalization + activation layers: BN, GN, LN, and proxy-normalized activations (GN+PN, LN+PN).
+"""Normalization + activation layers: BN, GN, LN, FRN + TLU, and proxy-normalized activations
+(GN+PN, LN+PN): the torch half of the norm registry (archspec.norms).
 
-BatchNormAct2d (a BatchNorm2d), GroupNormAct (a GroupNorm: GN, or LN with one group) and
-ProxyNormAct serve every normalization an IR `norm` node can ask for (backends/torch/leaves.py
-picks the class off the node), so blocks never know which they use. As in timm's BatchNormAct2d,
+BatchNormAct2d (a BatchNorm2d), GroupNormAct (a GroupNorm: GN, or LN with one group),
+FilterResponseNormTlu2d and ProxyNormAct serve every normalization an IR `norm` node can ask for
+(each kind names its class; `MODULES` maps the name to the class, and a plug-in adds its own with
+`register_module`), so blocks never know which they use. As in timm's BatchNormAct2d,
 the activation lives inside the norm layer (child `act`), which lets proxy normalization reach the
 affine gamma, beta it needs. They subclass torch's own norms so that tools which look for those
 find them; convert_sync_batchnorm and fast.fold_batchnorm know about the activation inside.
@@ -17,12 +19,17 @@ quadrature otherwise), so the per-element work is the single multiply-add `phi(y
 # No `from __future__ import annotations` here: torch.jit.script reads the class-level annotations
 # of buffers (ProxyMoments') as types, and cannot resolve the string 'torch.Tensor'.
 import math
+from importlib import import_module
 from typing import Any
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+
+from archspec import norms
+
+from .leaves import norm_leaf
 
 # Proxy moments of smooth activations (SiLU, GELU) use Gauss-Legendre quadrature over the
 # standardized proxy z in [-Z_MAX, Z_MAX] (tail mass beyond 9 sigma: 2e-19), split into two panels
@@ -170,6 +177,48 @@ class ProxyNormAct(GroupNormAct):
         return torch.addcmul(shift.to(x.dtype)[:, None, None], x, scale.to(x.dtype)[:, None, None])
 
 
+class FilterResponseNormTlu2d(nn.Module):
+    """Filter Response Normalization, then a Thresholded Linear Unit (Singh & Krishnan, 2020), as
+    timm's FilterResponseNormTlu2d (same parameter names): x / sqrt(mean_hw(x^2) + eps) per sample
+    and channel, times gamma plus beta, then max(., tau) where the layer is activated."""
+
+    def __init__(self, num_channels: int, eps: float = 1e-3, tlu: bool = True) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(num_channels))
+        self.bias = nn.Parameter(torch.zeros(num_channels))
+        self.tau = nn.Parameter(torch.zeros(num_channels)) if tlu else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # the mean square in at least float32, as timm's inv_instance_rms
+        nu2 = x.float().square().mean(dim=(2, 3), keepdim=True)
+        x = x * torch.rsqrt(nu2 + self.eps).to(x.dtype)
+        x = x * self.weight.to(x.dtype)[:, None, None] + self.bias.to(x.dtype)[:, None, None]
+        tau = self.tau
+        return x if tau is None else torch.maximum(x, tau.to(x.dtype)[:, None, None])
+
+
+# The layer classes the norm kinds name, by name; a plug-in's torch half adds its own here.
+MODULES: dict[str, type[nn.Module]] = {
+    cls.__name__: cls for cls in (BatchNormAct2d, GroupNormAct, ProxyNormAct, FilterResponseNormTlu2d)
+}
+
+
+def register_module(cls: type[nn.Module]) -> type[nn.Module]:
+    """Register a norm layer class under its name (what a NormKind's `module` names)."""
+    MODULES[cls.__name__] = cls
+    return cls
+
+
+def layer_class(name: str) -> type[nn.Module]:
+    """The norm layer class `name`: a plug-in's torch half registers its class when its module
+    (the kind's `source`) is first imported, here."""
+    for kind in norms.registry().values():
+        if kind.module == name and name not in MODULES:
+            import_module(kind.source)
+    return MODULES[name]
+
+
 def norm_act(
     channels: int,
     kind: str,
@@ -181,18 +230,12 @@ def norm_act(
     proxy: bool = False,
     pn_eps: float = 3e-2,
 ) -> nn.Module:
-    """The norm + activation layer for `kind` bn, gn or ln (LN: one group), with proxy
-    normalization when `proxy`."""
-    if kind == "bn" and not proxy:
-        return BatchNormAct2d(channels, eps, momentum, activation)
-    if kind not in ("gn", "ln"):
-        raise ValueError(f"no normalization {kind!r}{' with proxy normalization' if proxy else ''}")
-    groups = 1 if kind == "ln" else num_groups
-    if not proxy:
-        return GroupNormAct(channels, groups, eps, activation)
-    if activation is None:
-        raise ValueError("proxy normalization needs an activation")
-    return ProxyNormAct(channels, groups, eps, activation, pn_eps)
+    """The norm + activation layer of the registered norm `kind` (GN's statistics groups:
+    `num_groups`), with proxy normalization when `proxy`."""
+    declared = norms.kind(kind)
+    layer = norms.NormLayer(channels, declared.groups(num_groups, channels), eps, momentum, pn_eps, activation)
+    leaf = norm_leaf(declared, layer, proxy)
+    return layer_class(leaf.source_name)(*leaf.args, **leaf.kwargs)
 
 
 class SyncBatchNormAct(BatchNormAct2d):

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 from torchvision.ops import StochasticDepth
 
+from archspec import norms
 from archspec.api import as_graph
 from archspec.atomic import write_text
 from archspec.calibration import default_specs
@@ -53,7 +54,8 @@ MAX_MACS = 150_000_000  # per image: a larger conv than any layer of the network
 GROUP_SIZES = (1, 2, 4, 8, 16, 32, 64)
 KERNELS = (3, 5)
 ACTIVATIONS = ("silu", "relu", "gelu")
-NORMS = ("bn", "gn", "ln")
+# the norm kernel classes: one per registered norm kind (archspec.norms), plug-ins' included
+NORMS = tuple(kind.kernel_class for kind in norms.registry().values())
 CLASSES = 1000
 # kernels are timed at this batch (or the profile's, if smaller): their time grows in proportion
 # beyond it, and the calibration networks, timed at the profile's batch, fit what it misses
@@ -138,6 +140,13 @@ class DropPathAdd(nn.Module):
         return self.drop_path(x) + x
 
 
+def _norm_module(channels: int, kernel_class: str) -> nn.Module:
+    """A norm kernel class's layer: 4 statistics groups where the kind has groups and they divide
+    the channels; with its own activation (FRN's TLU) where it brings one, as the IR times it."""
+    kind = next(k for k in norms.registry().values() if k.kernel_class == kernel_class)
+    return norm_act(channels, kind.name, num_groups=4 if channels % 4 == 0 else 1, activation=kind.own_activation)
+
+
 def module_for(cfg: dict[str, Any]) -> tuple[nn.Module, tuple[int, ...]]:
     """The torch module of a configuration, and its per-sample input shape."""
     kind, c, h, v = Kernel(cfg["kind"]), cfg["channels"], cfg["size"], cfg["variant"]
@@ -148,7 +157,7 @@ def module_for(cfg: dict[str, Any]) -> tuple[nn.Module, tuple[int, ...]]:
         )
         return m, (c, h, h)
     makers: dict[Kernel, Callable[[], nn.Module]] = {
-        Kernel.NORM: lambda: norm_act(c, v, num_groups=4 if v == "gn" and c % 4 == 0 else 1),
+        Kernel.NORM: lambda: _norm_module(c, v),
         Kernel.ACT: lambda: make_activation(v),
         Kernel.PN: lambda: ProxyPart(c, v),
         Kernel.SE: lambda: SqueezeExcite(c, max(1, c // 16), "silu"),

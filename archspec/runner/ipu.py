@@ -1,5 +1,6 @@
 """`archspec train --backend poptorch`: the IPU program compiled into the run directory, then run
-(where PopTorch is installed)."""
+(where PopTorch is installed). Here, in the runner, which owns run directories: the poptorch
+backend only writes the program."""
 
 from __future__ import annotations
 
@@ -8,14 +9,14 @@ import json
 import subprocess
 import sys
 
-from archspec.api import as_resolved, compile_files
-from archspec.atomic import write_files
-from archspec.errors import ProcessFailed, SpecError
-from archspec.graph import build_graph
-from archspec.runner.options import TrainOptions
-from archspec.runner.rundir import RunDir
-
-from .codegen import IpuOptions
+from ..api import as_resolved, compile_files
+from ..atomic import write_files
+from ..backends.poptorch.codegen import IpuOptions
+from ..errors import ProcessFailed, SpecError
+from ..graph import build_graph
+from .options import TrainOptions
+from .recipe import backend_options
+from .rundir import RunDir
 
 
 def run_ipu(opts: TrainOptions) -> None:
@@ -43,7 +44,8 @@ def run_ipu(opts: TrainOptions) -> None:
     run.create()
     resolved = as_resolved(opts.spec)
     g = build_graph(resolved, resolved.resolution.pick(opts.resolution))
-    files = compile_files(g, ipu=IpuOptions(ipus=opts.stages), recipe=opts.recipe)
+    options = {"ipu": IpuOptions(ipus=opts.stages), **backend_options(opts.recipe)}
+    files = compile_files(g, backend="poptorch", options=options)
     files["run.json"] = json.dumps({"backend": "poptorch", "status": "compiled", "spec": opts.spec}) + "\n"
     write_files(run.path, files)
     args = [sys.executable, str(run.path / "ipu_train.py"), "--seed", str(opts.seed)]

@@ -375,6 +375,7 @@ ALLOWED = {
     ("archspec/yaml_source.py", "json.loads"): (1, "json.loads(json.dumps(...)): a value, not a file"),
     ("archspec/search/store.py", "Path(f'/proc/{pid}/stat').read_text"): (1, "a system read: a process's start"),
     ("backends/torch/codegen.py", "(HERE / f'{module}.py').read_text"): (1, "archspec's own layer source"),
+    ("backends/torch/codegen.py", "Path(found.origin).read_text"): (1, "an installed plug-in's layer source"),
     ("backends/torch/profile.py", "open"): (1, "a system read: /proc/cpuinfo, the machine a profile records"),
     ("backends/torch/export.py", "path.read_bytes"): (1, "torch's ONNX output in a temporary directory of ours"),
     ("backends/torch/export.py", "onnx.load"): (1, "the file just written, read back to check it"),

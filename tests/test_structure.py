@@ -67,6 +67,17 @@ def test_the_tree_is_read_as_the_installed_packages():
     )
 
 
+def test_every_package_in_the_tree_is_installed():
+    """A non-editable `pip install .` ships only the packages pyproject lists; a package missing
+    there imports fine from the checkout and fails on a user's machine (CI's lean install did)."""
+    tomllib = pytest.importorskip("tomllib", reason="TOML is read by the standard library from Python 3.11")
+    configured = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(configured["packages"])
+    in_tree = {name for name, path in MODULES.items() if path.name == "__init__.py"}
+    assert in_tree - listed == set()
+    assert set(configured["package-dir"]) <= listed
+
+
 def test_the_import_graph_has_no_cycle():
     ours = _graph().subgraph(MODULES)
     cycles = list(nx.simple_cycles(ours))

@@ -48,6 +48,11 @@ EXTRAPOLATION = 2
 # a profile whose calibration networks' timings spread more than this (interquartile range over
 # the median) was measured on a machine too busy to trust
 NOISY = 0.10
+# what the predictor can no longer stand behind in an older profile, by format version
+OUTDATED = {
+    1: "a profile without calibration networks",
+    2: "a profile timed with the system allocator, which archspec no longer runs with",
+}
 
 
 class Peaks(Strict):
@@ -91,7 +96,7 @@ class Profile(Strict):
     """A device profile as `archspec profile` writes it."""
 
     format: Literal["archspec-profile"]
-    version: Literal[2]
+    version: Literal[3]
     device: str
     dtype: Literal["fp32", "bf16", "fp16"]
     batch_size: int = Field(ge=1)
@@ -102,6 +107,7 @@ class Profile(Strict):
     machine: dict[str, Union[str, int, float]]
     created: str
     kernel_batch_size: int = Field(ge=1)
+    allocator: str
     seconds: float = Field(ge=0)
     peaks: Peaks
     entries: list[Entry] = Field(min_length=1)
@@ -160,8 +166,8 @@ def load_profile(path: Union[str, Path]) -> Profile:
     data = read_json(path, PROFILE, parameter="profile")
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise refuse("not an archspec profile (write one with `archspec profile`)")
-    if data.get("version") == 1:
-        raise refuse("a profile without calibration networks (format version 1): run `archspec profile` again")
+    if data.get("version") in OUTDATED:
+        raise refuse(f"{OUTDATED[data['version']]} (format version {data['version']}): run `archspec profile` again")
     try:
         return Profile.model_validate(data)
     except ValidationError as exc:

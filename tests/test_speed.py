@@ -96,6 +96,7 @@ def synthetic_profile(batch: int = 4, elementwise_factor: float = 1.0) -> dict:
         "machine": {"cpu": "synthetic"},
         "created": "2026-01-01T00:00:00+00:00",
         "kernel_batch_size": batch,
+        "allocator": "synthetic",
         "seconds": 0.0,
         "peaks": {"gflops": 100.0, "gbps": 10.0},
         "entries": entries,
@@ -204,7 +205,8 @@ def test_group_sizes_between_measured_ones_are_interpolated(tmp_path):
         ("{not json", "not a JSON file"),
         ("[1, 2]", "not an archspec profile"),
         ('{"name": "b0", "macs": 1}', "not an archspec profile"),
-        ('{"format": "archspec-profile", "version": 2}', "corrupt profile"),
+        ('{"format": "archspec-profile", "version": 3}', "corrupt profile"),
+        ('{"format": "archspec-profile", "version": 2}', "run `archspec profile` again"),
         ('{"format": "archspec-profile", "version": 1}', "run `archspec profile` again"),
     ],
 )

@@ -169,6 +169,10 @@ class Trainer:
 
 
 def fit(t: Trainer) -> None:
+    if t.ctx.device.type == "cpu":
+        from ..backends.torch.allocator import keep_freed_memory
+
+        keep_freed_memory()
     steps_per_epoch = t.data.steps_per_epoch
     while t.step < t.total_steps:
         epoch, first = divmod(t.step, steps_per_epoch)

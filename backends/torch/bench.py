@@ -21,6 +21,7 @@ from archspec.graph import Node, build_graph, info, layers
 from archspec.presets import B0_STAGES, SCALING
 from archspec.resolve import ResolvedSpec
 
+from .allocator import keep_freed_memory
 from .fast import FastPaths, check, prepare, require_device, to_memory_format
 
 EAGER = FastPaths()
@@ -257,6 +258,7 @@ def bench(
         "channels_last": paths.channels_last,
         "fold": paths.fold,
         "fast_paths": paths.describe(),
+        "allocator": keep_freed_memory() if device == "cpu" else "torch's CUDA caching allocator",
         "steps": steps,
         "params": params,
         **{name: c.summary(batch) for name, c in timed.items()},

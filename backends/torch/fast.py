@@ -16,6 +16,8 @@ from torch import nn
 
 from archspec.errors import SpecError
 
+from .allocator import keep_freed_memory
+
 
 @dataclass(frozen=True)
 class FastPaths:
@@ -96,7 +98,10 @@ def _after_normalizing(bn: nn.Module) -> nn.Module:
 def prepare(model: nn.Module, paths: FastPaths, device: str) -> tuple[nn.Module, nn.Module, int]:
     """`model` with the fast paths applied, as (the module that owns the weights, the callable to
     run, BN layers folded). Compiling wraps the module, so checkpoints keep the plain parameter
-    names; channels_last moves the weights (inputs follow with `to_memory_format`)."""
+    names; channels_last moves the weights (inputs follow with `to_memory_format`). On a CPU the
+    process keeps freed memory (module allocator)."""
+    if device == "cpu":
+        keep_freed_memory()
     folded = 0
     if paths.fold:
         model, folded = fold_batchnorm(model)

@@ -35,6 +35,7 @@ from archspec.errors import SpecError
 from archspec.graph import info
 from archspec.kernels import CONVS, Kernel
 
+from .allocator import keep_freed_memory
 from .bench import _inputs, _step
 from .fast import FastPaths, require_device
 from .layers import GlobalPool, SqueezeExcite
@@ -42,7 +43,7 @@ from .norms import ProxyNormAct, make_activation, norm_act
 from .timing import Clock, autocast, peaks, spread, timed
 
 FORMAT = "archspec-profile"
-VERSION = 2
+VERSION = 3  # 3: timed with the allocator that keeps freed memory (module allocator)
 
 # (channels, input size) of the grid: channel counts divisible by every group size up to 64 from
 # 64 on, sizes from a 380 px network's stem output down to a 64 px network's last stage, keeping
@@ -312,6 +313,7 @@ def profile(
     `networks` (default: archspec.calibration's); the profile as JSON data, written to `out` if given.
     `clock` times CPU calls (module `measure`'s)."""
     require_device(device)
+    allocator = keep_freed_memory() if device == "cpu" else "torch's CUDA caching allocator"
     configs = grid() if configs is None else configs
     kernel_batch = min(batch, KERNEL_BATCH)
     networks = [("default", s) for s in default_specs()] if networks is None else networks
@@ -333,6 +335,7 @@ def profile(
     data = {
         **header(device, dtype, batch, train),
         "kernel_batch_size": kernel_batch,
+        "allocator": allocator,
         "seconds": round(time.perf_counter() - t0, 1),
         "entries": entries,
         "calibration": calibration_rows,

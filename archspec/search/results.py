@@ -17,7 +17,7 @@ from optuna.trial import FrozenTrial, TrialState
 from ..atomic import write_files, write_text
 from ..errors import SpecError
 from ..spec import spec_yaml
-from .metrics import CLAIM, METRICS, RESULT
+from .metrics import CLAIM, JUDGED, METRICS, RESULT
 from .read import metrics_of, point_of
 from .space import Search
 from .store import SearchDir
@@ -99,13 +99,14 @@ def trial_rows(search: Search, trials: list[FrozenTrial]) -> tuple[list[str], li
     recorded = {m for t in trials for m in metrics_of(t)}
     metric_cols = [m for m in METRICS if m in recorded or m in search.metrics]
     columns = ["trial", "state", *dims, *(["matched_expansion_ratio"] if matched else []), "network"]
-    columns += [*metric_cols, "reused_from", "reason", "error", "evaluated_s", "seconds", "worker"]
+    judged = list(JUDGED) if "accuracy" in search.metrics else []
+    columns += [*metric_cols, *judged, "reused_from", "reason", "error", "evaluated_s", "seconds", "worker"]
     rows = []
     for t in trials:
         claim, result = t.user_attrs.get(CLAIM, {}), t.user_attrs.get(RESULT, {})
         row: dict[str, Any] = {"trial": t.number, "state": t.state.name.lower(), **t.params, **metrics_of(t)}
         row.update({k: claim.get(k, "") for k in ("network", "matched_expansion_ratio", "worker")})
-        row.update({k: result.get(k, "") for k in ("reused_from", "reason", "error", "evaluated_s")})
+        row.update({k: result.get(k, "") for k in ("reused_from", "reason", "error", "evaluated_s", *JUDGED)})
         row["seconds"] = _seconds(t) if _seconds(t) is not None else ""
         rows.append(row)
     return columns, rows
@@ -161,6 +162,7 @@ def front_payload(directory: SearchDir, search: Search, study: optuna.Study, sam
                 "point": point_of(t),
                 "network": t.user_attrs.get(CLAIM, {}).get("network"),
                 "metrics": metrics_of(t),
+                **{k: t.user_attrs[RESULT][k] for k in JUDGED if k in t.user_attrs.get(RESULT, {})},
                 "spec": specs[t.number],
             }
             for t in front

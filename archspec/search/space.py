@@ -30,7 +30,7 @@ from ..limits import MAX_EXPANSION, MIN_EXPANSION
 from ..match import match_expansion
 from ..presets import PRESET_NAMES
 from ..reader import SEARCH, read_yaml
-from ..resolution import valid_test_resolutions
+from ..resolution import congruent, valid_test_resolutions
 from ..resolve import ResolvedSpec, resolve
 from ..spec import NAME_PATTERN, ModelSpec, NormType, base_file, load_spec, spec_roots
 from ..validation import SourceMap, Strict, did_you_mean, validate
@@ -152,15 +152,27 @@ class Proxy(Strict):
     dataset: str = Field("synthetic", description="'synthetic' (the built-in set) or a directory with train/ and val/.")
     steps: int = Field(300, ge=1, le=10_000_000, description="Optimizer steps per candidate.")
     batch_size: int = Field(32, ge=1, le=1 << 16)
-    resolution: Union[Literal["train", "native", "half"], int] = Field(
-        "train", description="Where each candidate trains and is evaluated: its own training resolution by default."
+    resolution: Union[Literal["test", "train", "best"], int] = Field(
+        "test",
+        description="Where accuracy is judged (deployed): test = the base's first test resolution; train = where "
+        "each candidate trains; best = the best congruent resolution up to best_up_to; or pixels. A candidate "
+        "that trains elsewhere is fine-tuned there first (its last blocks, as `archspec finetune`).",
     )
+    best_up_to: Optional[int] = Field(None, ge=8, le=4096, description="With resolution: best, the largest tried.")
+    finetune_steps: int = Field(24, ge=1, le=1_000_000, description="Optimizer steps of each fine-tune.")
+    finetune_blocks: int = Field(2, ge=1, le=16, description="Blocks fine-tuned (1 = the head; as finetune --blocks).")
     recipe: Optional[str] = Field(None, description="A recipe file (default: the paper's), relative to this file.")
     seed: int = Field(0, ge=0)
     device: Literal["cpu", "cuda"] = "cpu"
     weights: Literal["raw", "ema"] = Field("raw", description="Weights evaluated (a short run's EMA lags).")
     train_images: Optional[int] = Field(None, ge=10, le=10_000_000, description="Synthetic set: training images.")
     val_images: int = Field(1000, ge=10, le=1_000_000, description="Synthetic set: validation images.")
+
+    @model_validator(mode="after")
+    def _bound(self) -> Proxy:
+        if (self.resolution == "best") != (self.best_up_to is not None):
+            raise ValueError("best_up_to goes with resolution: best, and best needs it")
+        return self
 
 
 class Measure(Strict):
@@ -289,6 +301,28 @@ class Candidate:
     resolved: ResolvedSpec
     digest: str  # what decides every metric: the resolved network and its training resolution
     matched_expansion: Optional[float]  # the E that `expansion_ratio: match` chose
+
+
+def judged_resolutions(p: Proxy, res: ResolvedSpec) -> list[int]:
+    """The resolutions a network is judged at (the best of them kept); [] when none is congruent
+    with its training resolution, so it cannot be deployed where the search asks."""
+    r, n = res.resolution, res.downsampling_layers
+    if p.resolution == "train":
+        return [r.train]
+    if p.resolution == "test":  # the base's first test resolution, kept congruent by Search.candidate
+        return [r.test[0]]
+    if p.resolution == "best":
+        assert p.best_up_to is not None  # the schema requires it with best
+        return [x for x in valid_test_resolutions(r.train, n, p.best_up_to) if x >= r.train]
+    return [p.resolution] if congruent(p.resolution, r.train, n) else []
+
+
+def unreachable(p: Proxy, res: ResolvedSpec) -> str:
+    """Why `judged_resolutions` is empty, said as a pruning reason."""
+    r, step = res.resolution.train, 1 << res.downsampling_layers
+    if p.resolution == "best":
+        return f"trains at {r} px, above proxy.best_up_to ({p.best_up_to} px)"
+    return f"trains at {r} px: {p.resolution} px is not congruent with it (mod {step}), so it cannot be deployed there"
 
 
 def network_digest(res: ResolvedSpec) -> str:
@@ -434,6 +468,18 @@ def _check_choices(search: Search) -> None:
                 raise _located(exc, search.source, at, f"{d.name} = {value!r} makes an invalid spec") from None
 
 
+def _check_reach(search: Search) -> None:
+    """Some training resolution of the space must reach where accuracy is judged."""
+    p = search.file.proxy
+    dim = next((d for d in search.dims if d.name == "resolution"), None)
+    trained = [resolve(search.spec_at({dim.name: v})) for v in dim.choices] if dim else [resolve(search.base)]
+    if not any(judged_resolutions(p, res) for res in trained):
+        field = "best_up_to" if p.resolution == "best" else "resolution"
+        pixels = ", ".join(str(res.resolution.train) for res in trained)
+        why = unreachable(p, trained[0])
+        raise search.source.error(("proxy", field), f"no candidate can be judged there: trained at {pixels} px ({why})")
+
+
 def _check_sections(f: SearchFile, source: SourceMap) -> None:
     for name in f.constraints:
         if name not in METRICS:
@@ -515,6 +561,8 @@ def load_search(path: Union[str, Path]) -> Search:
     if search.size > MAX_POINTS:
         raise source.error(("space",), f"the space has {search.size:,} points; at most {MAX_POINTS:,}")
     _check_choices(search)
+    if needs_training:
+        _check_reach(search)
     return search
 
 

@@ -34,7 +34,7 @@ from optuna.trial import FrozenTrial, TrialState
 from ..atomic import open_append
 from ..errors import Interrupted, SpecError
 from .evaluate import Evaluator, Infeasible
-from .metrics import CLAIM, METRICS, RESULT
+from .metrics import CLAIM, JUDGED, METRICS, RESULT
 from .results import Snapshot, snapshot, write_results, write_trials
 from .space import Candidate, Search, load_search
 from .store import WORKER, ClaimLock, SearchDir, open_storage, public_url, retry_callback, worker_alive
@@ -212,7 +212,7 @@ class Worker:
         return donor
 
     def _reuse(self, trial: optuna.Trial, donor: FrozenTrial) -> list[float]:
-        result = {k: v for k, v in donor.user_attrs.get(RESULT, {}).items() if k in ("metrics", "reason")}
+        result = {k: v for k, v in donor.user_attrs.get(RESULT, {}).items() if k in ("metrics", "reason", *JUDGED)}
         trial.set_user_attr(RESULT, {**result, "reused_from": donor.number})
         if donor.state == TrialState.PRUNED:
             raise Infeasible(result.get("reason", "pruned"))

@@ -124,6 +124,24 @@ BAD = [
         "6:39",
     ),
     (
+        "empty-rungs",
+        HEAD + "space:\n  group_size: [1, 4]\n" + OBJECTIVE + "fidelity: {rungs: []}\n",
+        "fidelity.rungs: must have at least 1 items, got 0",
+        "6:19",
+    ),
+    (
+        "rungs-not-ending-at-all-steps",
+        HEAD + "space:\n  group_size: [1, 4]\n" + OBJECTIVE + "fidelity: {rungs: [0.5, 0.25]}\n",
+        "fidelity.rungs: must increase within (0, 1] and end at 1",
+        "6:19",
+    ),
+    (
+        "unknown-fidelity-field",
+        HEAD + "space:\n  group_size: [1, 4]\n" + OBJECTIVE + "fidelity: {rungs: [1], eta: 3}\n",
+        "fidelity.eta: unknown key",
+        "6:24",
+    ),
+    (
         "unknown-proxy-field",
         TINY + "space:\n  resolution: [native]\n" + ACCURACY + "proxy: {finetune_step: 4}\n",
         "proxy.finetune_step: unknown key (did you mean 'finetune_steps'?)",

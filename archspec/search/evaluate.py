@@ -17,6 +17,8 @@ from ..graph import build_graph
 from ..spec import spec_yaml
 from .judge import Judged, judge, quietly
 from .metrics import METRICS, RESULT, cost_metrics, predicted_metrics
+from .read import metrics_of, rung_of
+from .rungs import PROMOTED_FROM
 from .space import Candidate, Search, judged_resolutions, unreachable
 from .store import WORKER, SearchDir
 
@@ -35,7 +37,7 @@ class Evaluator:
         """Every metric the search needs, by kind, recorded on the trial as it is known; with
         accuracy, where it was judged (pixels) and whether after a fine-tune."""
         wanted = self.search.metrics
-        out: dict[str, float] = {}
+        out = self._known(trial)
         judged: dict[str, Any] = {}
         self._log(trial, cand, "start")
         started = time.perf_counter()
@@ -47,9 +49,9 @@ class Evaluator:
             elif not any(METRICS[m].kind == kind for m in wanted):
                 continue
             elif kind == "measured":
-                found = self._measured(cand, wanted)
+                found = self._measured(cand, [m for m in wanted if m not in out])
             else:
-                j = self._accuracy(cand)
+                j = self._accuracy(cand, rung_of(trial))
                 found = {"accuracy": j.accuracy}
                 judged = {"accuracy_resolution": j.resolution, "finetuned": j.finetuned}
             out.update(found)
@@ -59,6 +61,14 @@ class Evaluator:
                 raise Infeasible(broken)
         self._record(trial, cand, {"metrics": out, **judged}, started)
         return out
+
+    def _known(self, trial: optuna.Trial) -> dict[str, float]:
+        """What the trial it was promoted from measured (a promoted network is timed once), but accuracy."""
+        source = trial.user_attrs.get(PROMOTED_FROM)
+        if source is None:
+            return {}
+        known = metrics_of(trial.study.get_trials(deepcopy=False)[source])
+        return {m: v for m, v in known.items() if METRICS[m].kind == "measured"}
 
     def _broken(self, found: dict[str, float]) -> Optional[str]:
         """The first limit of `constraints:` that a metric breaks, said as a reason."""
@@ -75,7 +85,8 @@ class Evaluator:
 
     def _log(self, trial: optuna.Trial, cand: Candidate, event: str) -> None:
         """evaluations.jsonl: one line when a network's evaluation starts and one when it ends."""
-        line = {"event": event, "trial": trial.number, "network": cand.digest, "worker": WORKER, "time": time.time()}
+        line = {"event": event, "trial": trial.number, "network": cand.digest, "rung": rung_of(trial)}
+        line.update(worker=WORKER, time=time.time())
         log = Appender(self.directory.evaluations, parameter="out")
         try:
             log.write(json.dumps(line) + "\n")
@@ -99,7 +110,7 @@ class Evaluator:
                 out[name] = timed["seconds_per_batch"] * 1e3 if name.endswith("_ms") else timed["images_per_s"]
         return out
 
-    def _accuracy(self, cand: Candidate) -> Judged:
+    def _accuracy(self, cand: Candidate, rung: int) -> Judged:
         """Top-1 where the network is deployed, after a proxy run of the shared runner in
         trials/<network>/ (its log there too) and, trained elsewhere, a fine-tune there."""
         from ..runner.options import TrainOptions
@@ -111,7 +122,9 @@ class Evaluator:
         if not at:
             raise Infeasible(unreachable(p, cand.resolved))
         home = self.directory.trials / cand.digest
-        run = RunDir(home / "run")
+        steps = self.search.rung_steps[rung]
+        top = rung == len(self.search.rung_steps) - 1
+        run = RunDir(home / ("run" if top else f"run-{steps}-steps"))
         finished = _summary(run)
         if finished is None:
             shutil.rmtree(run.path, ignore_errors=True)  # a run cut short by a killed worker starts over
@@ -121,7 +134,7 @@ class Evaluator:
                 spec=str(home / "spec.yaml"),
                 out=run.path,
                 data=self.search.dataset,
-                max_steps=p.steps,
+                max_steps=steps,
                 device=p.device,
                 recipe=self.directory.recipe,
                 seed=p.seed,

@@ -18,7 +18,8 @@ from ..atomic import write_files, write_text
 from ..errors import SpecError
 from ..spec import spec_yaml
 from .metrics import CLAIM, JUDGED, METRICS, RESULT
-from .read import metrics_of, point_of
+from .read import metrics_of, point_of, rung_of
+from .rungs import PROMOTED_FROM, RUNG
 from .space import Search
 from .store import SearchDir
 
@@ -52,10 +53,10 @@ def snapshot(
 ) -> Snapshot:
     trials = study.get_trials(deepcopy=False)
     finished = [t for t in trials if t.state.is_finished()]
-    slots = {
+    slots = {  # of the first rung: the budget counts sampled points, not their promotions
         int(t.system_attrs.get("failed_trial", t.number))
         for t in finished
-        if t.state != TrialState.FAIL or "error" in t.user_attrs.get(RESULT, {})
+        if (t.state != TrialState.FAIL or "error" in t.user_attrs.get(RESULT, {})) and rung_of(t) == 0
     }
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     best: dict[str, float] = {}
@@ -100,6 +101,7 @@ def trial_rows(search: Search, trials: list[FrozenTrial]) -> tuple[list[str], li
     metric_cols = [m for m in METRICS if m in recorded or m in search.metrics]
     columns = ["trial", "state", *dims, *(["matched_expansion_ratio"] if matched else []), "network"]
     judged = list(JUDGED) if "accuracy" in search.metrics else []
+    judged += [RUNG, PROMOTED_FROM] if search.file.fidelity else []
     columns += [*metric_cols, *judged, "reused_from", "reason", "error", "evaluated_s", "seconds", "worker"]
     rows = []
     for t in trials:
@@ -107,6 +109,7 @@ def trial_rows(search: Search, trials: list[FrozenTrial]) -> tuple[list[str], li
         row: dict[str, Any] = {"trial": t.number, "state": t.state.name.lower(), **t.params, **metrics_of(t)}
         row.update({k: claim.get(k, "") for k in ("network", "matched_expansion_ratio", "worker")})
         row.update({k: result.get(k, "") for k in ("reused_from", "reason", "error", "evaluated_s", *JUDGED)})
+        row.update({RUNG: rung_of(t), PROMOTED_FROM: t.user_attrs.get(PROMOTED_FROM, "")})
         row["seconds"] = _seconds(t) if _seconds(t) is not None else ""
         rows.append(row)
     return columns, rows

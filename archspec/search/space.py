@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import itertools
 import json
 import math
 import re
@@ -198,6 +199,24 @@ class Budget(Strict):
     minutes: Optional[float] = Field(None, gt=0, le=525_600, description="Wall-clock minutes of one invocation.")
 
 
+class Fidelity(Strict):
+    """Successive-halving rungs over the proxy's steps (search/rungs.py)."""
+
+    rungs: list[float] = Field(
+        min_length=1,
+        max_length=10,
+        description="Fractions of proxy.steps, increasing, the last 1 (e.g. [0.111, 0.333, 1]).",
+    )
+    keep: float = Field(1 / 3, gt=0, lt=1, description="The fraction of a rung promoted to the next.")
+
+    @field_validator("rungs")
+    @classmethod
+    def _increasing(cls, value: list[float]) -> list[float]:
+        if any(not 0 < r <= 1 for r in value) or any(a >= b for a, b in itertools.pairwise(value)) or value[-1] != 1:
+            raise ValueError(f"must increase within (0, 1] and end at 1 (all of proxy.steps), got {value}")
+        return value
+
+
 class SearchFile(Strict):
     """A search file, as written."""
 
@@ -210,6 +229,7 @@ class SearchFile(Strict):
     objectives: list[Objective] = Field(min_length=1, max_length=6)
     constraints: dict[str, Bound] = Field(default_factory=dict)
     proxy: Proxy = Field(default_factory=Proxy)
+    fidelity: Optional[Fidelity] = Field(None, description="Rungs of proxy steps; default: one, all of them.")
     measure: Measure = Field(default_factory=Measure)
     budget: Budget = Field(default_factory=Budget)
     sampler: Literal["auto", "grid", "nsga2"] = Field(
@@ -371,6 +391,12 @@ class Search:
         return sorted(wanted, key=lambda m: METRICS[m].order)
 
     @property
+    def rung_steps(self) -> list[int]:
+        """Proxy steps at each rung; one rung without `fidelity:`."""
+        f, steps = self.file.fidelity, self.file.proxy.steps
+        return [max(1, round(r * steps)) for r in f.rungs] if f else [steps]
+
+    @property
     def size(self) -> int:
         return math.prod(len(d.choices) for d in self.dims)
 
@@ -499,7 +525,7 @@ def _check_sections(f: SearchFile, source: SourceMap) -> None:
         raise source.error(("match", "min"), f"min ({f.match.min:g}) is larger than max ({f.match.max:g})")
 
 
-def _proxy_recipe(f: SearchFile, here: Path, source: SourceMap) -> Optional[str]:
+def _proxy_recipe(f: SearchFile, here: Path, source: SourceMap, dataset: Optional[Path]) -> Optional[str]:
     """The recipe the proxy trains with, as YAML: the file's (or the paper's), with the proxy's batch
     size, an epoch count that makes its schedule end at `steps`, and the synthetic set's sizes."""
     from ..runner.recipe import load_recipe, recipe_yaml  # pure: pydantic and YAML only
@@ -511,7 +537,8 @@ def _proxy_recipe(f: SearchFile, here: Path, source: SourceMap) -> Optional[str]
         if not path.is_file():
             raise source.error(("proxy", "recipe"), f"no recipe file {p.recipe!r} (looked for {path})")
     first = load_recipe(path)
-    images = p.train_images or first.synthetic.train_size
+    # the schedule is compressed by epochs, so count the images the proxy really trains on
+    images = _images(dataset) if dataset is not None else p.train_images or first.synthetic.train_size
     epochs = p.steps * p.batch_size / images
     shrink = epochs / first.epochs  # the recipe's schedule, compressed to the proxy's length
     overrides: dict[str, Any] = {
@@ -527,6 +554,11 @@ def _proxy_recipe(f: SearchFile, here: Path, source: SourceMap) -> Optional[str]
         return recipe_yaml(load_recipe(path, overrides))
     except SpecError as exc:
         raise source.error(("proxy",), f"the proxy's recipe is invalid: {exc.line()}") from None
+
+
+def _images(dataset: Path) -> int:
+    """Training images of an image-folder tree (train/<class>/<image>)."""
+    return max(1, sum(1 for f in (dataset / "train").glob("*/*") if f.is_file()))
 
 
 def _dataset(f: SearchFile, here: Path, source: SourceMap) -> Optional[Path]:
@@ -555,8 +587,8 @@ def load_search(path: Union[str, Path]) -> Search:
     if not dims and f.space.expansion_ratio != "match":
         raise source.error(("space",), "the space has no dimension to search")
     needs_training = any(METRICS[m].kind == "accuracy" for m in [o.metric for o in f.objectives] + list(f.constraints))
-    recipe = _proxy_recipe(f, here, source) if needs_training else None
     dataset = _dataset(f, here, source) if needs_training else None
+    recipe = _proxy_recipe(f, here, source, dataset) if needs_training else None
     search = Search(f, source, path, base, dims, recipe, dataset)
     if search.size > MAX_POINTS:
         raise source.error(("space",), f"the space has {search.size:,} points; at most {MAX_POINTS:,}")

@@ -11,10 +11,13 @@ import random
 
 import optuna
 import pytest
+from optuna.trial import TrialState, create_trial
 from test_search import TINY, rows, write_search
 
 from archspec.search import evaluate, study
+from archspec.search.metrics import RESULT
 from archspec.search.rungs import promote
+from archspec.search.trust import kendall_tau, proxy_trust
 
 DIMS = {"group_size": [1, 4, 16], "expansion_ratio": [2.0, 3.0, 4.0, 6.0]}  # 12 networks
 GOALS = [("macs", "minimize"), ("params", "maximize")]
@@ -118,3 +121,39 @@ def test_a_search_killed_at_a_rung_resumes_without_redoing_work(tmp_path, monkey
     assert len(done) == len(set(done))  # nothing evaluated twice
     assert done_before < set(done)
     assert _summary(tmp_path / "killed") == _summary(tmp_path / "whole")
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_kendall_tau_is_scipys_tau_b(seed):
+    from scipy.stats import kendalltau
+
+    rng = random.Random(seed)
+    x = [rng.randint(0, 4) for _ in range(9)]
+    y = [rng.randint(0, 4) for _ in range(9)]
+    assert kendall_tau(x, y) == pytest.approx(kendalltau(x, y).statistic)
+
+
+def _trial(number, accuracy, rung=0, promoted_from=None, state=TrialState.COMPLETE):
+    attrs = {RESULT: {"metrics": {"accuracy": accuracy}}, "rung": rung}
+    if promoted_from is not None:
+        attrs["promoted_from"] = promoted_from
+    t = create_trial(state=state, values=None if state == TrialState.PRUNED else [accuracy], user_attrs=attrs)
+    t.number = number
+    return t
+
+
+def test_trust_ranks_each_rung_against_the_top_and_warns_at_chance():
+    """Three candidates promoted through two rungs: rung 0 orders them as the top does (tau 1), rung 1
+    in reverse (tau -1). With 1000 validation images on 10 classes a guesser stays below 10% + 3
+    binomial sigma (~12.8%): 11% cannot be told from chance, 30% can."""
+    top = [0.11, 0.30, 0.12]
+    trials = [_trial(i, a, state=TrialState.PRUNED) for i, a in enumerate([0.2, 0.5, 0.3])]
+    trials += [_trial(3 + i, a, 1, i, TrialState.PRUNED) for i, a in enumerate([0.4, 0.1, 0.3])]
+    trials += [_trial(6 + i, a, 2, 3 + i) for i, a in enumerate(top)]
+    trust = proxy_trust(trials, [10, 30, 90], 10, 1000)
+    assert [r["kendall_tau"] for r in trust["rungs"]] == pytest.approx([1.0, -1.0])
+    assert trust["chance_band"] == pytest.approx(0.1 + 3 * math.sqrt(0.09 / 1000))
+    assert [c["times_chance"] for c in trust["candidates"]] == pytest.approx([1.1, 3.0, 1.2])
+    assert trust["above_chance"] == 1 and "warning" not in trust
+    at_chance = proxy_trust(trials[:6] + [_trial(6 + i, 0.11, 2, 3 + i) for i in range(3)], [10, 30, 90], 10, 1000)
+    assert "cannot be told apart from chance" in at_chance["warning"]

@@ -22,6 +22,7 @@ from .read import metrics_of, point_of, rung_of
 from .rungs import PROMOTED_FROM, RUNG
 from .space import Search
 from .store import SearchDir
+from .trust import proxy_trust
 
 
 def front_trials(study: optuna.Study) -> list[FrozenTrial]:
@@ -177,8 +178,14 @@ def write_results(directory: SearchDir, search: Search, study: optuna.Study, sam
     """trials.csv, front.json, front/ and pareto.png; the front as front.json holds it."""
     write_trials(directory, search, study)
     payload = front_payload(directory, search, study, sampler)
-    write_text(directory.front_json, json.dumps(payload, indent=2) + "\n")
     warnings: list[str] = []
+    if "accuracy" in search.metrics:
+        trust = proxy_trust(
+            study.get_trials(deepcopy=False), search.rung_steps, search.base.num_classes, search.val_images
+        )
+        payload["proxy_trust"] = trust
+        warnings += [trust["warning"]] if "warning" in trust else []
+    write_text(directory.front_json, json.dumps(payload, indent=2) + "\n")
     try:
         from .figure import pareto_figure
 

@@ -397,6 +397,10 @@ class Search:
         return [max(1, round(r * steps)) for r in f.rungs] if f else [steps]
 
     @property
+    def val_images(self) -> int:
+        return images(self.dataset, "val") if self.dataset else self.file.proxy.val_images
+
+    @property
     def size(self) -> int:
         return math.prod(len(d.choices) for d in self.dims)
 
@@ -538,8 +542,8 @@ def _proxy_recipe(f: SearchFile, here: Path, source: SourceMap, dataset: Optiona
             raise source.error(("proxy", "recipe"), f"no recipe file {p.recipe!r} (looked for {path})")
     first = load_recipe(path)
     # the schedule is compressed by epochs, so count the images the proxy really trains on
-    images = _images(dataset) if dataset is not None else p.train_images or first.synthetic.train_size
-    epochs = p.steps * p.batch_size / images
+    count = images(dataset) if dataset is not None else p.train_images or first.synthetic.train_size
+    epochs = p.steps * p.batch_size / count
     shrink = epochs / first.epochs  # the recipe's schedule, compressed to the proxy's length
     overrides: dict[str, Any] = {
         "global_batch_size": p.batch_size,
@@ -547,7 +551,7 @@ def _proxy_recipe(f: SearchFile, here: Path, source: SourceMap, dataset: Optiona
         "schedule.warmup_epochs": first.schedule.warmup_epochs * shrink,
         "schedule.decay_every_epochs": first.schedule.decay_every_epochs * shrink,
         "ema_decay_per_epoch": first.ema_decay_per_epoch ** (1 / shrink),
-        "synthetic.train_size": images,
+        "synthetic.train_size": count,
         "synthetic.val_size": p.val_images,
     }
     try:
@@ -556,9 +560,9 @@ def _proxy_recipe(f: SearchFile, here: Path, source: SourceMap, dataset: Optiona
         raise source.error(("proxy",), f"the proxy's recipe is invalid: {exc.line()}") from None
 
 
-def _images(dataset: Path) -> int:
-    """Training images of an image-folder tree (train/<class>/<image>)."""
-    return max(1, sum(1 for f in (dataset / "train").glob("*/*") if f.is_file()))
+def images(dataset: Path, split: str = "train") -> int:
+    """Images of one split of an image-folder tree (split/<class>/<image>)."""
+    return max(1, sum(1 for f in (dataset / split).glob("*/*") if f.is_file()))
 
 
 def _dataset(f: SearchFile, here: Path, source: SourceMap) -> Optional[Path]:

@@ -295,3 +295,28 @@ def test_each_candidate_is_judged_where_the_search_deploys_it(tmp_path, where):
         aligned = [r for r in range(train, 129) if (r - train) % 32 == 0]
         expected = {"test": [64], "train": [train], "best": aligned, 96: [96]}
         assert judged_resolutions(search.file.proxy, res) == expected[where]
+
+
+@pytest.mark.slow  # writes 1,797 images
+def test_the_shipped_digits_search_trains_on_the_digits_tree(tmp_path):
+    """searches/digits_cpu.yaml reads ../data/digits (scripts/digits_imagefolder.py writes it): twelve
+    networks, and a proxy schedule sized by the tree's 1,437 training images, judged on its 360."""
+    import sys
+
+    import yaml
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from digits_imagefolder import write_digits
+
+    assert write_digits(tmp_path / "data" / "digits") == (1437, 360)
+    data = yaml.safe_load((ROOT / "searches" / "digits_cpu.yaml").read_text())
+    data["base"] = str(ROOT / "specs" / "tiny.yaml")
+    data["proxy"]["recipe"] = str(ROOT / "recipes" / "synthetic-quick.yaml")
+    (tmp_path / "searches").mkdir()
+    (tmp_path / "searches" / "digits.yaml").write_text(yaml.safe_dump(data))
+    search = load_search(tmp_path / "searches" / "digits.yaml")
+    assert search.size >= 12 and {d.name for d in search.dims} == {"group_size", "norm", "resolution"}
+    assert search.dataset == (tmp_path / "data" / "digits").resolve() and search.val_images == 360
+    recipe = yaml.safe_load(search.recipe_text or "")
+    p = search.file.proxy
+    assert recipe["epochs"] == pytest.approx(p.steps * p.batch_size / 1437)

@@ -264,3 +264,27 @@ def test_a_half_resolution_candidate_is_fine_tuned_and_judged_at_the_test_resolu
     assert not list((tmp_path / "out" / "trials" / trials["native"]["network"] / "run").glob("finetune-*"))
     for f in json.loads(result.out)["front"]:
         assert (f["accuracy_resolution"], f["finetuned"]) == (64, f["point"]["resolution"] == "half")
+
+
+def test_a_promoted_candidate_trains_at_the_next_rung_and_is_not_timed_again(tmp_path):
+    text = PROXY.replace("fixed: {resolution: {train: half}}\n", "").replace(
+        "  group_size: [8, 16]\n  norm: [gn, ln+pn]", "  resolution: [native, half]"
+    )
+    text = text.replace(
+        "  - {metric: params, direction: minimize}\n",
+        "  - {metric: measured_infer_images_per_s, direction: maximize}\n"
+        "measure: {device: cpu, batch_size: 2, steps: 1}\n",
+    )
+    (tmp_path / "rungs.yaml").write_text(text + "  finetune_steps: 2\nfidelity: {rungs: [0.5, 1], keep: 0.5}\n")
+    result = run_archspec("search", tmp_path / "rungs.yaml", "--out", tmp_path / "out", "--json", timeout=1200)
+    assert result.code == 0, result.err
+    trials = rows(tmp_path / "out")
+    assert [(r["state"], r["rung"]) for r in trials] == [("pruned", "0"), ("pruned", "0"), ("complete", "1")]
+    top = trials[2]
+    source = trials[int(top["promoted_from"])]
+    assert top["network"] == source["network"]
+    assert top["measured_infer_images_per_s"] == source["measured_infer_images_per_s"]  # timed once
+    home = tmp_path / "out" / "trials" / top["network"]
+    assert (home / "run-6-steps" / "run.json").is_file() and (home / "run" / "run.json").is_file()
+    trust = json.loads(result.out)["proxy_trust"]
+    assert [r["steps"] for r in trust["rungs"]] == [6] and [c["trial"] for c in trust["candidates"]] == [2]

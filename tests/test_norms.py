@@ -295,3 +295,21 @@ def test_two_processes_keep_the_same_bn_statistics(tmp_path, mode):
     if mode == "sync":
         for k, v in result["whole_batch"].items():
             torch.testing.assert_close(one[k], v, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("norm", ["bn", "gn", "ln", "frn", "gn+pn", "ln+pn"])
+@pytest.mark.parametrize("classes", [10, 100])
+def test_a_fresh_network_starts_at_the_loss_of_a_uniform_guess(norm: str, classes: int) -> None:
+    """Before any training a classifier knows nothing, so its cross-entropy should be that of a
+    uniform guess, ln C. Logits of small std s add about s^2/2 to it (a few hundredths for s < 0.5);
+    a head initialized for 1000 classes on 10 had logits of std ~1.5 and started ~0.8 above ln 10."""
+    spec = archspec.load_spec(
+        {"name": "t", "base": str(SPECS / "tiny.yaml"), "norm": {"type": norm}, "num_classes": classes}
+    )
+    model = archspec.build_model(spec, seed=0).train()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(32, 3, 64, 64, generator=g)
+    y = torch.randint(0, classes, (32,), generator=g)
+    with torch.no_grad():
+        loss = F.cross_entropy(model(x), y).item()
+    assert abs(loss - math.log(classes)) < 0.25, (norm, classes, loss, math.log(classes))

@@ -243,3 +243,48 @@ def test_g16_cpu_trains_measures_and_draws_its_front(tmp_path):
     width, height, pixels = _png_pixels(tmp_path / "out" / "pareto.png")
     assert width >= 1500 and height >= 800  # 2 x 3 panels: every objective pair, accuracy vs params and MACs
     assert len(set(pixels[:: max(1, len(pixels) // 20000)])) > 10  # drawn on, not blank
+
+
+def test_a_half_resolution_candidate_is_fine_tuned_and_judged_at_the_test_resolution(tmp_path):
+    """tiny trains at 64 px (native) or 32 (half) and is tested at 64: the half candidate's accuracy
+    is its fine-tune's at 64 px, the native one's its own; trials.csv and front.json say which."""
+    text = PROXY.replace("fixed: {resolution: {train: half}}\n", "").replace(
+        "  group_size: [8, 16]\n  norm: [gn, ln+pn]", "  resolution: [native, half]"
+    )
+    (tmp_path / "judge.yaml").write_text(text + "  finetune_steps: 2\n")
+    result = run_archspec("search", tmp_path / "judge.yaml", "--out", tmp_path / "out", "--json", timeout=1200)
+    assert result.code == 0, result.err
+    trials = {r["resolution"]: r for r in rows(tmp_path / "out")}
+    assert {k: (r["accuracy_resolution"], r["finetuned"]) for k, r in trials.items()} == {
+        "native": ("64", "False"),
+        "half": ("64", "True"),
+    }
+    run = tmp_path / "out" / "trials" / trials["half"]["network"] / "run"
+    assert float(trials["half"]["accuracy"]) == json.loads((run / "finetune-r64.json").read_text())["val_top1"]
+    assert not list((tmp_path / "out" / "trials" / trials["native"]["network"] / "run").glob("finetune-*"))
+    for f in json.loads(result.out)["front"]:
+        assert (f["accuracy_resolution"], f["finetuned"]) == (64, f["point"]["resolution"] == "half")
+
+
+def test_a_promoted_candidate_trains_at_the_next_rung_and_is_not_timed_again(tmp_path):
+    text = PROXY.replace("fixed: {resolution: {train: half}}\n", "").replace(
+        "  group_size: [8, 16]\n  norm: [gn, ln+pn]", "  resolution: [native, half]"
+    )
+    text = text.replace(
+        "  - {metric: params, direction: minimize}\n",
+        "  - {metric: measured_infer_images_per_s, direction: maximize}\n"
+        "measure: {device: cpu, batch_size: 2, steps: 1}\n",
+    )
+    (tmp_path / "rungs.yaml").write_text(text + "  finetune_steps: 2\nfidelity: {rungs: [0.5, 1], keep: 0.5}\n")
+    result = run_archspec("search", tmp_path / "rungs.yaml", "--out", tmp_path / "out", "--json", timeout=1200)
+    assert result.code == 0, result.err
+    trials = rows(tmp_path / "out")
+    assert [(r["state"], r["rung"]) for r in trials] == [("pruned", "0"), ("pruned", "0"), ("complete", "1")]
+    top = trials[2]
+    source = trials[int(top["promoted_from"])]
+    assert top["network"] == source["network"]
+    assert top["measured_infer_images_per_s"] == source["measured_infer_images_per_s"]  # timed once
+    home = tmp_path / "out" / "trials" / top["network"]
+    assert (home / "run-6-steps" / "run.json").is_file() and (home / "run" / "run.json").is_file()
+    trust = json.loads(result.out)["proxy_trust"]
+    assert [r["steps"] for r in trust["rungs"]] == [6] and [c["trial"] for c in trust["candidates"]] == [2]

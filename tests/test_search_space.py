@@ -10,11 +10,13 @@ import pytest
 
 import archspec
 from archspec.resolution import congruent
-from archspec.search.space import load_search
+from archspec.search.space import judged_resolutions, load_search
 from conftest import ROOT
 
 HEAD = "base: efficientnet-b0\n"
 OBJECTIVE = "objectives:\n  - {metric: params, direction: minimize}\n"
+TINY = f"base: {ROOT / 'specs' / 'tiny.yaml'}\n"  # 64 px, 5 stride-2 layers: half is 32 px
+ACCURACY = "objectives:\n  - {metric: accuracy, direction: maximize}\n"
 
 # (id, search file, what the one line must say, line:col)
 BAD = [
@@ -101,6 +103,49 @@ BAD = [
         HEAD + "space:\n  group_size: {min: 1, max: 3, step: 0.5}\n" + OBJECTIVE,
         "space.group_size: must step through integers",
         "3:15",
+    ),
+    (
+        "unreachable-deployment",
+        TINY + "space:\n  resolution: [native, half]\n" + ACCURACY + "proxy: {resolution: 100}\n",
+        "proxy.resolution: no candidate can be judged there: trained at 64, 32 px (trains at 64 px: 100 px is not "
+        "congruent with it (mod 32)",
+        "6:21",
+    ),
+    (
+        "best-unbounded",
+        TINY + "space:\n  resolution: [native, half]\n" + ACCURACY + "proxy: {resolution: best}\n",
+        "proxy: best_up_to goes with resolution: best, and best needs it",
+        None,
+    ),
+    (
+        "best-below-training",
+        TINY + "space:\n  resolution: [native]\n" + ACCURACY + "proxy: {resolution: best, best_up_to: 48}\n",
+        "proxy.best_up_to: no candidate can be judged there: trained at 64 px (trains at 64 px, above",
+        "6:39",
+    ),
+    (
+        "empty-rungs",
+        HEAD + "space:\n  group_size: [1, 4]\n" + OBJECTIVE + "fidelity: {rungs: []}\n",
+        "fidelity.rungs: must have at least 1 items, got 0",
+        "6:19",
+    ),
+    (
+        "rungs-not-ending-at-all-steps",
+        HEAD + "space:\n  group_size: [1, 4]\n" + OBJECTIVE + "fidelity: {rungs: [0.5, 0.25]}\n",
+        "fidelity.rungs: must increase within (0, 1] and end at 1",
+        "6:19",
+    ),
+    (
+        "unknown-fidelity-field",
+        HEAD + "space:\n  group_size: [1, 4]\n" + OBJECTIVE + "fidelity: {rungs: [1], eta: 3}\n",
+        "fidelity.eta: unknown key",
+        "6:24",
+    ),
+    (
+        "unknown-proxy-field",
+        TINY + "space:\n  resolution: [native]\n" + ACCURACY + "proxy: {finetune_step: 4}\n",
+        "proxy.finetune_step: unknown key (did you mean 'finetune_steps'?)",
+        "6:9",
     ),
 ]
 
@@ -232,3 +277,46 @@ def test_a_base_outside_the_allowed_directories_is_refused_unread(tmp_path, cli,
     line, *more = result.err.splitlines()
     assert not more and line.startswith(f"{project / 's.yaml'}:2:7: base: ") and "root:" not in line, result.err
     assert not (project / "out").exists()
+
+
+@pytest.mark.parametrize("where", ["test", "train", "best", 96])
+def test_each_candidate_is_judged_where_the_search_deploys_it(tmp_path, where):
+    """test: the base's first test resolution (64 px); best: every resolution from the training one up
+    to the bound whose feature maps line up with training's (r - r_train divisible by 2^5); pixels:
+    there, if it lines up. Half resolution (32 px) must be fine-tuned to be judged at 64."""
+    bound = "best_up_to: 128, " if where == "best" else ""
+    (tmp_path / "s.yaml").write_text(
+        TINY + "space:\n  resolution: [native, half]\n" + ACCURACY + f"proxy: {{{bound}resolution: {where}}}\n"
+    )
+    search = load_search(tmp_path / "s.yaml")
+    for point, train in (("native", 64), ("half", 32)):
+        res = search.candidate({"resolution": point}).resolved
+        assert res.resolution.train == train
+        aligned = [r for r in range(train, 129) if (r - train) % 32 == 0]
+        expected = {"test": [64], "train": [train], "best": aligned, 96: [96]}
+        assert judged_resolutions(search.file.proxy, res) == expected[where]
+
+
+@pytest.mark.slow  # writes 1,797 images
+def test_the_shipped_digits_search_trains_on_the_digits_tree(tmp_path):
+    """searches/digits_cpu.yaml reads ../data/digits (scripts/digits_imagefolder.py writes it): twelve
+    networks, and a proxy schedule sized by the tree's 1,437 training images, judged on its 360."""
+    import sys
+
+    import yaml
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from digits_imagefolder import write_digits
+
+    assert write_digits(tmp_path / "data" / "digits") == (1437, 360)
+    data = yaml.safe_load((ROOT / "searches" / "digits_cpu.yaml").read_text())
+    data["base"] = str(ROOT / "specs" / "tiny.yaml")
+    data["proxy"]["recipe"] = str(ROOT / "recipes" / "synthetic-quick.yaml")
+    (tmp_path / "searches").mkdir()
+    (tmp_path / "searches" / "digits.yaml").write_text(yaml.safe_dump(data))
+    search = load_search(tmp_path / "searches" / "digits.yaml")
+    assert search.size >= 12 and {d.name for d in search.dims} == {"group_size", "norm", "resolution"}
+    assert search.dataset == (tmp_path / "data" / "digits").resolve() and search.val_images == 360
+    recipe = yaml.safe_load(search.recipe_text or "")
+    p = search.file.proxy
+    assert recipe["epochs"] == pytest.approx(p.steps * p.batch_size / 1437)

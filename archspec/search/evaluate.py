@@ -4,9 +4,7 @@ trained (the trial is pruned, with the reason and the metrics it had)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -14,11 +12,14 @@ from typing import Any, Optional
 
 import optuna
 
-from ..atomic import Appender, open_append, write_text
+from ..atomic import Appender, write_text
 from ..graph import build_graph
 from ..spec import spec_yaml
+from .judge import Judged, judge, quietly
 from .metrics import METRICS, RESULT, cost_metrics, predicted_metrics
-from .space import Candidate, Search
+from .read import metrics_of, rung_of
+from .rungs import PROMOTED_FROM
+from .space import Candidate, Search, judged_resolutions, unreachable
 from .store import WORKER, SearchDir
 
 
@@ -33,9 +34,11 @@ class Evaluator:
     profile: Any = None  # archspec.predict.Profile, with --profile
 
     def metrics(self, trial: optuna.Trial, cand: Candidate) -> dict[str, float]:
-        """Every metric the search needs, by kind, recorded on the trial as it is known."""
+        """Every metric the search needs, by kind, recorded on the trial as it is known; with
+        accuracy, where it was judged (pixels) and whether after a fine-tune."""
         wanted = self.search.metrics
-        out: dict[str, float] = {}
+        out = self._known(trial)
+        judged: dict[str, Any] = {}
         self._log(trial, cand, "start")
         started = time.perf_counter()
         for kind in ("cost", "measured", "accuracy"):
@@ -43,17 +46,29 @@ class Evaluator:
                 g = build_graph(cand.resolved)
                 found = cost_metrics(g)  # all of them, wanted or not: the figure plots accuracy against them
                 found.update(predicted_metrics(g, self.profile, self.search.file.measure.batch_size, wanted))
-            elif any(METRICS[m].kind == kind for m in wanted):
-                found = self._measured(cand, wanted) if kind == "measured" else {"accuracy": self._accuracy(cand)}
-            else:
+            elif not any(METRICS[m].kind == kind for m in wanted):
                 continue
+            elif kind == "measured":
+                found = self._measured(cand, [m for m in wanted if m not in out])
+            else:
+                j = self._accuracy(cand, rung_of(trial))
+                found = {"accuracy": j.accuracy}
+                judged = {"accuracy_resolution": j.resolution, "finetuned": j.finetuned}
             out.update(found)
             broken = self._broken(found)
             if broken is not None:
-                self._record(trial, cand, {"metrics": out, "reason": broken}, started)
+                self._record(trial, cand, {"metrics": out, **judged, "reason": broken}, started)
                 raise Infeasible(broken)
-        self._record(trial, cand, {"metrics": out}, started)
+        self._record(trial, cand, {"metrics": out, **judged}, started)
         return out
+
+    def _known(self, trial: optuna.Trial) -> dict[str, float]:
+        """What the trial it was promoted from measured (a promoted network is timed once), but accuracy."""
+        source = trial.user_attrs.get(PROMOTED_FROM)
+        if source is None:
+            return {}
+        known = metrics_of(trial.study.get_trials(deepcopy=False)[source])
+        return {m: v for m, v in known.items() if METRICS[m].kind == "measured"}
 
     def _broken(self, found: dict[str, float]) -> Optional[str]:
         """The first limit of `constraints:` that a metric breaks, said as a reason."""
@@ -70,7 +85,8 @@ class Evaluator:
 
     def _log(self, trial: optuna.Trial, cand: Candidate, event: str) -> None:
         """evaluations.jsonl: one line when a network's evaluation starts and one when it ends."""
-        line = {"event": event, "trial": trial.number, "network": cand.digest, "worker": WORKER, "time": time.time()}
+        line = {"event": event, "trial": trial.number, "network": cand.digest, "rung": rung_of(trial)}
+        line.update(worker=WORKER, time=time.time())
         log = Appender(self.directory.evaluations, parameter="out")
         try:
             log.write(json.dumps(line) + "\n")
@@ -94,36 +110,37 @@ class Evaluator:
                 out[name] = timed["seconds_per_batch"] * 1e3 if name.endswith("_ms") else timed["images_per_s"]
         return out
 
-    def _accuracy(self, cand: Candidate) -> float:
-        """Top-1 of a proxy run of the shared runner, in trials/<network>/ (its log there too)."""
+    def _accuracy(self, cand: Candidate, rung: int) -> Judged:
+        """Top-1 where the network is deployed, after a proxy run of the shared runner in
+        trials/<network>/ (its log there too) and, trained elsewhere, a fine-tune there."""
         from ..runner.options import TrainOptions
         from ..runner.rundir import RunDir
         from ..runner.train import train
 
         p = self.search.file.proxy
+        at = judged_resolutions(p, cand.resolved)
+        if not at:
+            raise Infeasible(unreachable(p, cand.resolved))
         home = self.directory.trials / cand.digest
-        run = RunDir(home / "run")
+        steps = self.search.rung_steps[rung]
+        top = rung == len(self.search.rung_steps) - 1
+        run = RunDir(home / ("run" if top else f"run-{steps}-steps"))
         finished = _summary(run)
         if finished is None:
             shutil.rmtree(run.path, ignore_errors=True)  # a run cut short by a killed worker starts over
             home.mkdir(parents=True, exist_ok=True)
             write_text(home / "spec.yaml", spec_yaml(cand.spec))
-            resolution: Optional[str] = None if p.resolution == "train" else str(p.resolution)
             opts = TrainOptions(
                 spec=str(home / "spec.yaml"),
                 out=run.path,
                 data=self.search.dataset,
-                resolution=resolution,
-                max_steps=p.steps,
+                max_steps=steps,
                 device=p.device,
                 recipe=self.directory.recipe,
                 seed=p.seed,
             )
-            # the runner reports to stderr (a progress bar on a terminal): into the log, not over ours
-            log = os.fdopen(open_append(home / "train.log", parameter="out"), "a")
-            with log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-                finished = train(opts)
-        return float(finished[f"val_top1_{p.weights}"])
+            finished = quietly(home / "train.log", lambda: train(opts))
+        return judge(p, run.path, finished, cand.resolved.resolution.train, at, home / "train.log")
 
 
 def _summary(run: Any) -> Optional[dict[str, Any]]:

@@ -22,7 +22,8 @@ Kind = Literal["cost", "predicted", "measured", "accuracy"]
 ORDER: dict[str, int] = {"cost": 0, "predicted": 1, "measured": 2, "accuracy": 3}
 # A trial's two user attributes (one write each: a journal write is an fsync):
 CLAIM = "claim"  # {worker, network (digest), evaluating, matched_expansion_ratio}: set under the claim lock
-RESULT = "result"  # {metrics: {name: value}, evaluated_s | reused_from, reason (pruned), error (failed)}
+RESULT = "result"  # {metrics: {name: value}, evaluated_s | reused_from, reason (pruned), error (failed), *JUDGED}
+JUDGED = ("accuracy_resolution", "finetuned")  # with accuracy: where it was judged (pixels), after a fine-tune or not
 
 
 @dataclass(frozen=True)

@@ -17,10 +17,12 @@ from optuna.trial import FrozenTrial, TrialState
 from ..atomic import write_files, write_text
 from ..errors import SpecError
 from ..spec import spec_yaml
-from .metrics import CLAIM, METRICS, RESULT
-from .read import metrics_of, point_of
+from .metrics import CLAIM, JUDGED, METRICS, RESULT
+from .read import metrics_of, point_of, rung_of
+from .rungs import PROMOTED_FROM, RUNG
 from .space import Search
 from .store import SearchDir
+from .trust import proxy_trust
 
 
 def front_trials(study: optuna.Study) -> list[FrozenTrial]:
@@ -52,10 +54,10 @@ def snapshot(
 ) -> Snapshot:
     trials = study.get_trials(deepcopy=False)
     finished = [t for t in trials if t.state.is_finished()]
-    slots = {
+    slots = {  # of the first rung: the budget counts sampled points, not their promotions
         int(t.system_attrs.get("failed_trial", t.number))
         for t in finished
-        if t.state != TrialState.FAIL or "error" in t.user_attrs.get(RESULT, {})
+        if (t.state != TrialState.FAIL or "error" in t.user_attrs.get(RESULT, {})) and rung_of(t) == 0
     }
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     best: dict[str, float] = {}
@@ -99,13 +101,16 @@ def trial_rows(search: Search, trials: list[FrozenTrial]) -> tuple[list[str], li
     recorded = {m for t in trials for m in metrics_of(t)}
     metric_cols = [m for m in METRICS if m in recorded or m in search.metrics]
     columns = ["trial", "state", *dims, *(["matched_expansion_ratio"] if matched else []), "network"]
-    columns += [*metric_cols, "reused_from", "reason", "error", "evaluated_s", "seconds", "worker"]
+    judged = list(JUDGED) if "accuracy" in search.metrics else []
+    judged += [RUNG, PROMOTED_FROM] if search.file.fidelity else []
+    columns += [*metric_cols, *judged, "reused_from", "reason", "error", "evaluated_s", "seconds", "worker"]
     rows = []
     for t in trials:
         claim, result = t.user_attrs.get(CLAIM, {}), t.user_attrs.get(RESULT, {})
         row: dict[str, Any] = {"trial": t.number, "state": t.state.name.lower(), **t.params, **metrics_of(t)}
         row.update({k: claim.get(k, "") for k in ("network", "matched_expansion_ratio", "worker")})
-        row.update({k: result.get(k, "") for k in ("reused_from", "reason", "error", "evaluated_s")})
+        row.update({k: result.get(k, "") for k in ("reused_from", "reason", "error", "evaluated_s", *JUDGED)})
+        row.update({RUNG: rung_of(t), PROMOTED_FROM: t.user_attrs.get(PROMOTED_FROM, "")})
         row["seconds"] = _seconds(t) if _seconds(t) is not None else ""
         rows.append(row)
     return columns, rows
@@ -161,6 +166,7 @@ def front_payload(directory: SearchDir, search: Search, study: optuna.Study, sam
                 "point": point_of(t),
                 "network": t.user_attrs.get(CLAIM, {}).get("network"),
                 "metrics": metrics_of(t),
+                **{k: t.user_attrs[RESULT][k] for k in JUDGED if k in t.user_attrs.get(RESULT, {})},
                 "spec": specs[t.number],
             }
             for t in front
@@ -172,8 +178,14 @@ def write_results(directory: SearchDir, search: Search, study: optuna.Study, sam
     """trials.csv, front.json, front/ and pareto.png; the front as front.json holds it."""
     write_trials(directory, search, study)
     payload = front_payload(directory, search, study, sampler)
-    write_text(directory.front_json, json.dumps(payload, indent=2) + "\n")
     warnings: list[str] = []
+    if "accuracy" in search.metrics:
+        trust = proxy_trust(
+            study.get_trials(deepcopy=False), search.rung_steps, search.base.num_classes, search.val_images
+        )
+        payload["proxy_trust"] = trust
+        warnings += [trust["warning"]] if "warning" in trust else []
+    write_text(directory.front_json, json.dumps(payload, indent=2) + "\n")
     try:
         from .figure import pareto_figure
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import itertools
 import json
 import math
 import re
@@ -30,7 +31,7 @@ from ..limits import MAX_EXPANSION, MIN_EXPANSION
 from ..match import match_expansion
 from ..presets import PRESET_NAMES
 from ..reader import SEARCH, read_yaml
-from ..resolution import valid_test_resolutions
+from ..resolution import congruent, valid_test_resolutions
 from ..resolve import ResolvedSpec, resolve
 from ..spec import NAME_PATTERN, ModelSpec, NormType, base_file, load_spec, spec_roots
 from ..validation import SourceMap, Strict, did_you_mean, validate
@@ -152,15 +153,27 @@ class Proxy(Strict):
     dataset: str = Field("synthetic", description="'synthetic' (the built-in set) or a directory with train/ and val/.")
     steps: int = Field(300, ge=1, le=10_000_000, description="Optimizer steps per candidate.")
     batch_size: int = Field(32, ge=1, le=1 << 16)
-    resolution: Union[Literal["train", "native", "half"], int] = Field(
-        "train", description="Where each candidate trains and is evaluated: its own training resolution by default."
+    resolution: Union[Literal["test", "train", "best"], int] = Field(
+        "test",
+        description="Where accuracy is judged (deployed): test = the base's first test resolution; train = where "
+        "each candidate trains; best = the best congruent resolution up to best_up_to; or pixels. A candidate "
+        "that trains elsewhere is fine-tuned there first (its last blocks, as `archspec finetune`).",
     )
+    best_up_to: Optional[int] = Field(None, ge=8, le=4096, description="With resolution: best, the largest tried.")
+    finetune_steps: int = Field(24, ge=1, le=1_000_000, description="Optimizer steps of each fine-tune.")
+    finetune_blocks: int = Field(2, ge=1, le=16, description="Blocks fine-tuned (1 = the head; as finetune --blocks).")
     recipe: Optional[str] = Field(None, description="A recipe file (default: the paper's), relative to this file.")
     seed: int = Field(0, ge=0)
     device: Literal["cpu", "cuda"] = "cpu"
     weights: Literal["raw", "ema"] = Field("raw", description="Weights evaluated (a short run's EMA lags).")
     train_images: Optional[int] = Field(None, ge=10, le=10_000_000, description="Synthetic set: training images.")
     val_images: int = Field(1000, ge=10, le=1_000_000, description="Synthetic set: validation images.")
+
+    @model_validator(mode="after")
+    def _bound(self) -> Proxy:
+        if (self.resolution == "best") != (self.best_up_to is not None):
+            raise ValueError("best_up_to goes with resolution: best, and best needs it")
+        return self
 
 
 class Measure(Strict):
@@ -186,6 +199,24 @@ class Budget(Strict):
     minutes: Optional[float] = Field(None, gt=0, le=525_600, description="Wall-clock minutes of one invocation.")
 
 
+class Fidelity(Strict):
+    """Successive-halving rungs over the proxy's steps (search/rungs.py)."""
+
+    rungs: list[float] = Field(
+        min_length=1,
+        max_length=10,
+        description="Fractions of proxy.steps, increasing, the last 1 (e.g. [0.111, 0.333, 1]).",
+    )
+    keep: float = Field(1 / 3, gt=0, lt=1, description="The fraction of a rung promoted to the next.")
+
+    @field_validator("rungs")
+    @classmethod
+    def _increasing(cls, value: list[float]) -> list[float]:
+        if any(not 0 < r <= 1 for r in value) or any(a >= b for a, b in itertools.pairwise(value)) or value[-1] != 1:
+            raise ValueError(f"must increase within (0, 1] and end at 1 (all of proxy.steps), got {value}")
+        return value
+
+
 class SearchFile(Strict):
     """A search file, as written."""
 
@@ -198,6 +229,7 @@ class SearchFile(Strict):
     objectives: list[Objective] = Field(min_length=1, max_length=6)
     constraints: dict[str, Bound] = Field(default_factory=dict)
     proxy: Proxy = Field(default_factory=Proxy)
+    fidelity: Optional[Fidelity] = Field(None, description="Rungs of proxy steps; default: one, all of them.")
     measure: Measure = Field(default_factory=Measure)
     budget: Budget = Field(default_factory=Budget)
     sampler: Literal["auto", "grid", "nsga2"] = Field(
@@ -291,6 +323,28 @@ class Candidate:
     matched_expansion: Optional[float]  # the E that `expansion_ratio: match` chose
 
 
+def judged_resolutions(p: Proxy, res: ResolvedSpec) -> list[int]:
+    """The resolutions a network is judged at (the best of them kept); [] when none is congruent
+    with its training resolution, so it cannot be deployed where the search asks."""
+    r, n = res.resolution, res.downsampling_layers
+    if p.resolution == "train":
+        return [r.train]
+    if p.resolution == "test":  # the base's first test resolution, kept congruent by Search.candidate
+        return [r.test[0]]
+    if p.resolution == "best":
+        assert p.best_up_to is not None  # the schema requires it with best
+        return [x for x in valid_test_resolutions(r.train, n, p.best_up_to) if x >= r.train]
+    return [p.resolution] if congruent(p.resolution, r.train, n) else []
+
+
+def unreachable(p: Proxy, res: ResolvedSpec) -> str:
+    """Why `judged_resolutions` is empty, said as a pruning reason."""
+    r, step = res.resolution.train, 1 << res.downsampling_layers
+    if p.resolution == "best":
+        return f"trains at {r} px, above proxy.best_up_to ({p.best_up_to} px)"
+    return f"trains at {r} px: {p.resolution} px is not congruent with it (mod {step}), so it cannot be deployed there"
+
+
 def network_digest(res: ResolvedSpec) -> str:
     """A digest of the resolved network: the layers as built (not the values requested, which
     rounding may have mapped to the same layers), the norm, the head and the training resolution."""
@@ -335,6 +389,16 @@ class Search:
             m for m in self.file.constraints if m not in [o.metric for o in self.file.objectives]
         ]
         return sorted(wanted, key=lambda m: METRICS[m].order)
+
+    @property
+    def rung_steps(self) -> list[int]:
+        """Proxy steps at each rung; one rung without `fidelity:`."""
+        f, steps = self.file.fidelity, self.file.proxy.steps
+        return [max(1, round(r * steps)) for r in f.rungs] if f else [steps]
+
+    @property
+    def val_images(self) -> int:
+        return images(self.dataset, "val") if self.dataset else self.file.proxy.val_images
 
     @property
     def size(self) -> int:
@@ -434,6 +498,18 @@ def _check_choices(search: Search) -> None:
                 raise _located(exc, search.source, at, f"{d.name} = {value!r} makes an invalid spec") from None
 
 
+def _check_reach(search: Search) -> None:
+    """Some training resolution of the space must reach where accuracy is judged."""
+    p = search.file.proxy
+    dim = next((d for d in search.dims if d.name == "resolution"), None)
+    trained = [resolve(search.spec_at({dim.name: v})) for v in dim.choices] if dim else [resolve(search.base)]
+    if not any(judged_resolutions(p, res) for res in trained):
+        field = "best_up_to" if p.resolution == "best" else "resolution"
+        pixels = ", ".join(str(res.resolution.train) for res in trained)
+        why = unreachable(p, trained[0])
+        raise search.source.error(("proxy", field), f"no candidate can be judged there: trained at {pixels} px ({why})")
+
+
 def _check_sections(f: SearchFile, source: SourceMap) -> None:
     for name in f.constraints:
         if name not in METRICS:
@@ -453,7 +529,7 @@ def _check_sections(f: SearchFile, source: SourceMap) -> None:
         raise source.error(("match", "min"), f"min ({f.match.min:g}) is larger than max ({f.match.max:g})")
 
 
-def _proxy_recipe(f: SearchFile, here: Path, source: SourceMap) -> Optional[str]:
+def _proxy_recipe(f: SearchFile, here: Path, source: SourceMap, dataset: Optional[Path]) -> Optional[str]:
     """The recipe the proxy trains with, as YAML: the file's (or the paper's), with the proxy's batch
     size, an epoch count that makes its schedule end at `steps`, and the synthetic set's sizes."""
     from ..runner.recipe import load_recipe, recipe_yaml  # pure: pydantic and YAML only
@@ -465,8 +541,9 @@ def _proxy_recipe(f: SearchFile, here: Path, source: SourceMap) -> Optional[str]
         if not path.is_file():
             raise source.error(("proxy", "recipe"), f"no recipe file {p.recipe!r} (looked for {path})")
     first = load_recipe(path)
-    images = p.train_images or first.synthetic.train_size
-    epochs = p.steps * p.batch_size / images
+    # the schedule is compressed by epochs, so count the images the proxy really trains on
+    count = images(dataset) if dataset is not None else p.train_images or first.synthetic.train_size
+    epochs = p.steps * p.batch_size / count
     shrink = epochs / first.epochs  # the recipe's schedule, compressed to the proxy's length
     overrides: dict[str, Any] = {
         "global_batch_size": p.batch_size,
@@ -474,13 +551,18 @@ def _proxy_recipe(f: SearchFile, here: Path, source: SourceMap) -> Optional[str]
         "schedule.warmup_epochs": first.schedule.warmup_epochs * shrink,
         "schedule.decay_every_epochs": first.schedule.decay_every_epochs * shrink,
         "ema_decay_per_epoch": first.ema_decay_per_epoch ** (1 / shrink),
-        "synthetic.train_size": images,
+        "synthetic.train_size": count,
         "synthetic.val_size": p.val_images,
     }
     try:
         return recipe_yaml(load_recipe(path, overrides))
     except SpecError as exc:
         raise source.error(("proxy",), f"the proxy's recipe is invalid: {exc.line()}") from None
+
+
+def images(dataset: Path, split: str = "train") -> int:
+    """Images of one split of an image-folder tree (split/<class>/<image>)."""
+    return max(1, sum(1 for f in (dataset / split).glob("*/*") if f.is_file()))
 
 
 def _dataset(f: SearchFile, here: Path, source: SourceMap) -> Optional[Path]:
@@ -509,12 +591,14 @@ def load_search(path: Union[str, Path]) -> Search:
     if not dims and f.space.expansion_ratio != "match":
         raise source.error(("space",), "the space has no dimension to search")
     needs_training = any(METRICS[m].kind == "accuracy" for m in [o.metric for o in f.objectives] + list(f.constraints))
-    recipe = _proxy_recipe(f, here, source) if needs_training else None
     dataset = _dataset(f, here, source) if needs_training else None
+    recipe = _proxy_recipe(f, here, source, dataset) if needs_training else None
     search = Search(f, source, path, base, dims, recipe, dataset)
     if search.size > MAX_POINTS:
         raise source.error(("space",), f"the space has {search.size:,} points; at most {MAX_POINTS:,}")
     _check_choices(search)
+    if needs_training:
+        _check_reach(search)
     return search
 
 

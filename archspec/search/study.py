@@ -34,8 +34,10 @@ from optuna.trial import FrozenTrial, TrialState
 from ..atomic import open_append
 from ..errors import Interrupted, SpecError
 from .evaluate import Evaluator, Infeasible
-from .metrics import CLAIM, METRICS, RESULT
+from .metrics import CLAIM, JUDGED, METRICS, RESULT
+from .read import metrics_of, ranked, rung_of
 from .results import Snapshot, snapshot, write_results, write_trials
+from .rungs import PROMOTED_FROM, RUNG, promote, promoted_count
 from .space import Candidate, Search, load_search
 from .store import WORKER, ClaimLock, SearchDir, open_storage, public_url, retry_callback, worker_alive
 
@@ -75,6 +77,8 @@ def plan_for(search: Search, started: float, sampler: Optional[str] = None) -> P
         mode = "grid" if sampler == "GridSampler" else "nsga2"
     if mode == "grid" or (mode == "auto" and search.size <= (budget.trials or GRID_LIMIT)):
         return Plan(True, min(search.size, budget.trials or search.size), deadline)
+    if search.file.fidelity is not None and budget.trials is None:  # a rung ends when its trials are claimed
+        raise search.source.error(("fidelity",), "rungs need a trial budget for the first rung: set budget.trials")
     if budget.trials is None and budget.minutes is None:
         raise search.source.error(
             ("budget",),
@@ -117,11 +121,16 @@ class Worker:
         while self.plan.deadline is None or time.time() < self.plan.deadline:
             self.lock.acquire()
             try:
-                if not self._next():
+                step = self._next()
+                if step == "stop":
                     return
-                self.study.optimize(self._objective, n_trials=1, catch=(Exception,))
+                if step == "run":
+                    self.study.optimize(self._objective, n_trials=1, catch=(Exception,))
             finally:
                 self.lock.release()
+            if step == "wait":  # another worker is finishing the rung below: promotion waits for it
+                time.sleep(POLL_S)
+                continue
             if self.interrupted:  # Ctrl-C inside a proxy run: the runner said so; Optuna caught it
                 raise Interrupted(
                     f"search stopped; `archspec search ... --out {self.directory.path} --resume` continues it"
@@ -143,19 +152,41 @@ class Worker:
                 self.storage.set_trial_state_values(trial_id, TrialState.FAIL)
                 retry_callback()(self.study, self.storage.get_trial(trial_id))
 
-    def _next(self) -> bool:
-        """Under the lock: whether a trial is left to run (and the sampler to propose it)."""
+    def _next(self) -> str:
+        """Under the lock: "run" a trial (the sampler set to propose it, or one waiting), "wait" for
+        others to finish a rung, or "stop"."""
         self._reap()
         trials = self.study.get_trials(deepcopy=False)
         if any(t.state == TrialState.WAITING for t in trials):
-            return True
-        if self.plan.target is not None and len({origin(t) for t in trials}) >= self.plan.target:
-            return False
+            return "run"
+        sampled = [t for t in trials if rung_of(t) == 0]
+        if self.plan.target is not None and len({origin(t) for t in sampled}) >= self.plan.target:
+            return self._promote(trials)
         if not self.plan.grid:
-            if len({point_key(t) for t in trials if t.state.is_finished()}) >= self.search.size:
-                return False  # NSGA-II on a time budget has seen every point
+            if len({point_key(t) for t in sampled if t.state.is_finished()}) >= self.search.size:
+                return self._promote(trials)  # NSGA-II on a time budget has seen every point
             self.study.sampler = make_sampler(self.search, self.plan, len(trials))
-        return True
+        return "run"
+
+    def _promote(self, trials: list[FrozenTrial]) -> str:
+        """Once a rung has finished, enqueue the promotions to the next that are not there yet (so a
+        worker killed while enqueuing leaves nothing to redo): "run" them, "wait", or "stop"."""
+        objectives, keep = self.search.file.objectives, self.search.file.fidelity
+        signs = [1.0 if o.direction == "maximize" else -1.0 for o in objectives]
+        for k in range(len(self.search.rung_steps) - 1):
+            at = [t for t in trials if rung_of(t) == k]
+            if any(not t.state.is_finished() for t in at):
+                return "wait"
+            pool = [t for t in at if ranked(t, [o.metric for o in objectives])]
+            values = [[metrics_of(t)[o.metric] for o in objectives] for t in pool]
+            chosen = promote(values, signs, promoted_count(len(pool), keep.keep if keep else 1.0))
+            have = {t.user_attrs.get(PROMOTED_FROM) for t in trials if rung_of(t) == k + 1}
+            missing = [pool[i] for i in chosen if pool[i].number not in have]
+            for t in missing:
+                self.study.enqueue_trial(t.params, user_attrs={RUNG: k + 1, PROMOTED_FROM: t.number})
+            if missing:
+                return "run"
+        return "wait" if any(not t.state.is_finished() for t in trials) else "stop"
 
     def _objective(self, trial: optuna.Trial) -> list[float]:
         """Claim (under the lock, which this releases), then reuse or evaluate."""
@@ -173,6 +204,8 @@ class Worker:
             if donor is not None:
                 return self._reuse(trial, donor)
             metrics = self.evaluator.metrics(trial, cand)
+            if rung_of(trial) < len(self.search.rung_steps) - 1:
+                raise optuna.TrialPruned()  # a lower rung: its metrics, in its result, decide promotion
             return [metrics[o.metric] for o in self.search.file.objectives]
         except (KeyboardInterrupt, Interrupted):
             self.interrupted = True
@@ -199,7 +232,9 @@ class Worker:
         same = [
             t
             for t in self.study.get_trials(deepcopy=False)
-            if t.number != trial.number and t.user_attrs.get(CLAIM, {}).get("network") == cand.digest
+            if t.number != trial.number
+            and t.user_attrs.get(CLAIM, {}).get("network") == cand.digest
+            and rung_of(t) == rung_of(trial)
         ]
         done = [t for t in same if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
         running = [t for t in same if t.state == TrialState.RUNNING and t.user_attrs[CLAIM].get("evaluating")]
@@ -212,10 +247,10 @@ class Worker:
         return donor
 
     def _reuse(self, trial: optuna.Trial, donor: FrozenTrial) -> list[float]:
-        result = {k: v for k, v in donor.user_attrs.get(RESULT, {}).items() if k in ("metrics", "reason")}
+        result = {k: v for k, v in donor.user_attrs.get(RESULT, {}).items() if k in ("metrics", "reason", *JUDGED)}
         trial.set_user_attr(RESULT, {**result, "reused_from": donor.number})
         if donor.state == TrialState.PRUNED:
-            raise Infeasible(result.get("reason", "pruned"))
+            raise Infeasible(result["reason"]) if "reason" in result else optuna.TrialPruned()
         return list(donor.values)
 
 

@@ -121,5 +121,19 @@ def front_table(p: dict[str, Any]) -> None:
     specs = f"front/ ({len(p['front'])} spec{'s' * (len(p['front']) != 1)})"
     written = ["trials.csv", "front.json", specs] + (["pareto.png"] if "figure" in p else [])
     out.print(f"wrote {p['directory']}/{{{', '.join(written)}}}")
+    if "proxy_trust" in p:
+        _trust(out, p["proxy_trust"])
     for message in p.get("warnings", []):
         warn(message)
+
+
+def _trust(out: Any, trust: dict[str, Any]) -> None:
+    """proxy_trust: rank agreement of each rung with the top one, and accuracy against chance."""
+    for r in trust["rungs"]:
+        tau = "n/a" if r["kendall_tau"] is None else f"{r['kendall_tau']:.2f}"
+        out.print(f"rung {r['rung']} ({r['steps']} steps): Kendall tau {tau} with the top rung over {r['candidates']}")
+    shown = ", ".join(f"t{c['trial']} {c['times_chance']:.1f}x" for c in trust["candidates"])
+    out.print(
+        f"accuracy against chance ({trust['chance']:.1%}): {trust['above_chance']} of {len(trust['candidates'])} "
+        f"above {trust['chance_band']:.1%}; {shown}"
+    )

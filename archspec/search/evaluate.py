@@ -41,13 +41,15 @@ class Evaluator:
         judged: dict[str, Any] = {}
         self._log(trial, cand, "start")
         started = time.perf_counter()
-        for kind in ("cost", "measured", "accuracy"):
+        for kind in ("cost", "zero_cost", "measured", "accuracy"):
             if kind == "cost":
                 g = build_graph(cand.resolved)
                 found = cost_metrics(g)  # all of them, wanted or not: the figure plots accuracy against them
                 found.update(predicted_metrics(g, self.profile, self.search.file.measure.batch_size, wanted))
             elif not any(METRICS[m].kind == kind for m in wanted):
                 continue
+            elif kind == "zero_cost":
+                found = self._zero_cost(cand, [m for m in wanted if m not in out])
             elif kind == "measured":
                 found = self._measured(cand, [m for m in wanted if m not in out])
             else:
@@ -63,12 +65,13 @@ class Evaluator:
         return out
 
     def _known(self, trial: optuna.Trial) -> dict[str, float]:
-        """What the trial it was promoted from measured (a promoted network is timed once), but accuracy."""
+        """What the trial it was promoted from measured (a promoted network is timed and scored
+        once), but accuracy."""
         source = trial.user_attrs.get(PROMOTED_FROM)
         if source is None:
             return {}
         known = metrics_of(trial.study.get_trials(deepcopy=False)[source])
-        return {m: v for m, v in known.items() if METRICS[m].kind == "measured"}
+        return {m: v for m, v in known.items() if METRICS[m].kind in ("zero_cost", "measured")}
 
     def _broken(self, found: dict[str, float]) -> Optional[str]:
         """The first limit of `constraints:` that a metric breaks, said as a reason."""
@@ -92,6 +95,20 @@ class Evaluator:
             log.write(json.dumps(line) + "\n")
         finally:
             log.close()
+
+    def _zero_cost(self, cand: Candidate, wanted: list[str]) -> dict[str, float]:
+        """Scores of the untrained network (seeded by proxy.seed) on the proxy's first training
+        images at its training resolution; on the CPU: one minibatch, and no device noise in a score."""
+        from ..api import build_model
+        from ..runner.recipe import load_recipe
+        from ..runner.zero_cost import minibatch, zero_cost_scores
+
+        if not wanted:
+            return {}
+        p = self.search.file.proxy
+        synthetic = load_recipe(self.directory.recipe).synthetic
+        batch = minibatch(self.search.dataset, synthetic, cand.resolved.resolution.train, p.batch_size, p.seed)
+        return zero_cost_scores(build_model(cand.resolved, seed=p.seed), batch, wanted)
 
     def _measured(self, cand: Candidate, wanted: list[str]) -> dict[str, float]:
         from ..backends.torch.bench import bench

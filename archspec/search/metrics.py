@@ -5,6 +5,8 @@ limit on a cheap metric is never timed or trained:
 
     cost       params, macs, activation_bytes: the IR's analytic cost
     predicted  predicted_*: archspec.predict over the IR and a device profile (`--profile FILE`)
+    zero_cost  synflow, naswot, grad_norm: scores of the untrained network on one minibatch of the
+               proxy's dataset (runner/zero_cost.py, torch)
     measured   measured_*: `archspec bench` on the search's `measure:` device (evaluate.py, torch)
     accuracy   proxy training with the shared runner (evaluate.py, torch)
 """
@@ -18,8 +20,9 @@ import networkx as nx
 
 from ..cost import totals
 
-Kind = Literal["cost", "predicted", "measured", "accuracy"]
-ORDER: dict[str, int] = {"cost": 0, "predicted": 1, "measured": 2, "accuracy": 3}
+Kind = Literal["cost", "predicted", "zero_cost", "measured", "accuracy"]
+ORDER: dict[str, int] = {"cost": 0, "predicted": 1, "zero_cost": 2, "measured": 3, "accuracy": 4}
+NEEDS_DATA = ("zero_cost", "accuracy")  # the kinds that read the proxy's dataset
 # A trial's two user attributes (one write each: a journal write is an fsync):
 CLAIM = "claim"  # {worker, network (digest), evaluating, matched_expansion_ratio}: set under the claim lock
 RESULT = "result"  # {metrics: {name: value}, evaluated_s | reused_from, reason (pruned), error (failed), *JUDGED}
@@ -52,6 +55,9 @@ METRICS: dict[str, Metric] = {
         Metric("predicted_train_images_per_s", "predicted", "predicted train images/s", 1, "", "pred. train img/s"),
         Metric("predicted_infer_images_per_s", "predicted", "predicted inference images/s", 1, "", "pred. infer img/s"),
         Metric("predicted_latency_ms", "predicted", "predicted latency (ms, batch 1)", 1, "ms", "pred. latency"),
+        Metric("synflow", "zero_cost", "ln synflow (untrained)", 1, "", "synflow"),
+        Metric("naswot", "zero_cost", "NASWOT score (untrained)", 1, "", "naswot"),
+        Metric("grad_norm", "zero_cost", "gradient norm (untrained)", 1, "", "grad norm"),
         Metric("measured_train_images_per_s", "measured", "measured train images/s", 1, "", "train img/s"),
         Metric("measured_infer_images_per_s", "measured", "measured inference images/s", 1, "", "infer img/s"),
         Metric("measured_latency_ms", "measured", "measured latency (ms, batch 1)", 1, "ms", "latency"),

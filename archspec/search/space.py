@@ -35,7 +35,7 @@ from ..resolution import congruent, valid_test_resolutions
 from ..resolve import ResolvedSpec, resolve
 from ..spec import NAME_PATTERN, ModelSpec, NormType, base_file, load_spec, spec_roots
 from ..validation import SourceMap, Strict, did_you_mean, validate
-from .metrics import METRICS, metric_names
+from .metrics import METRICS, NEEDS_DATA, metric_names
 
 MAX_CHOICES = 1000  # of one dimension
 MAX_POINTS = 10**9  # of the whole space (Optuna's grid lists every point)
@@ -590,14 +590,15 @@ def load_search(path: Union[str, Path]) -> Search:
     dims = dimensions(f.space, len(base.stages), source)
     if not dims and f.space.expansion_ratio != "match":
         raise source.error(("space",), "the space has no dimension to search")
-    needs_training = any(METRICS[m].kind == "accuracy" for m in [o.metric for o in f.objectives] + list(f.constraints))
-    dataset = _dataset(f, here, source) if needs_training else None
-    recipe = _proxy_recipe(f, here, source, dataset) if needs_training else None
+    kinds = {METRICS[m].kind for m in [o.metric for o in f.objectives] + list(f.constraints)}
+    needs_data = any(k in kinds for k in NEEDS_DATA)
+    dataset = _dataset(f, here, source) if needs_data else None
+    recipe = _proxy_recipe(f, here, source, dataset) if needs_data else None
     search = Search(f, source, path, base, dims, recipe, dataset)
     if search.size > MAX_POINTS:
         raise source.error(("space",), f"the space has {search.size:,} points; at most {MAX_POINTS:,}")
     _check_choices(search)
-    if needs_training:
+    if "accuracy" in kinds:
         _check_reach(search)
     return search
 

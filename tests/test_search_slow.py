@@ -288,3 +288,34 @@ def test_a_promoted_candidate_trains_at_the_next_rung_and_is_not_timed_again(tmp
     assert (home / "run-6-steps" / "run.json").is_file() and (home / "run" / "run.json").is_file()
     trust = json.loads(result.out)["proxy_trust"]
     assert [r["steps"] for r in trust["rungs"]] == [6] and [c["trial"] for c in trust["candidates"]] == [2]
+
+
+def test_the_shipped_digits_search_learns_every_candidate_where_it_is_deployed(tmp_path):
+    """searches/digits_cpu.yaml on the digits tree written beside a copy of it, at a quarter of its
+    proxy budget (60 steps, a 12-step fine-tune: two minutes on two cores, not seven): all 12
+    candidates finish; each one's accuracy is above what a guesser reaches on 360 images (chance
+    plus three binomial sigmas), whatever its norm; and every candidate is judged at the deployment
+    resolution, 64 px, the half-resolution ones after their fine-tune there."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from digits_imagefolder import write_digits
+
+    write_digits(tmp_path / "data" / "digits")
+    for folder in ("searches", "specs", "recipes"):
+        (tmp_path / folder).mkdir()
+    shipped = yaml.safe_load((ROOT / "searches" / "digits_cpu.yaml").read_text())
+    shipped["proxy"].update(
+        steps=shipped["proxy"]["steps"] // 4, finetune_steps=shipped["proxy"]["finetune_steps"] // 4
+    )
+    (tmp_path / "searches" / "digits_cpu.yaml").write_text(yaml.safe_dump(shipped))
+    shutil.copy(SPECS / "tiny.yaml", tmp_path / "specs")
+    shutil.copy(ROOT / "recipes" / "synthetic-quick.yaml", tmp_path / "recipes")
+    result = run_archspec("search", "searches/digits_cpu.yaml", "--out", "out", "--json", cwd=tmp_path, timeout=1500)
+    assert result.code == 0, result.err
+    trust = json.loads(result.out)["proxy_trust"]
+    assert len(trust["candidates"]) == 12 and trust["above_chance"] == 12, trust
+    trials = rows(tmp_path / "out")
+    assert {t["norm"] for t in trials} == {"gn", "ln+pn"}
+    assert {(t["resolution"], t["accuracy_resolution"], t["finetuned"]) for t in trials} == {
+        ("native", "64", "False"),
+        ("half", "64", "True"),
+    }

@@ -97,16 +97,26 @@ def _cell(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
+def _judged(f: dict[str, Any]) -> str:
+    """Where a front member's accuracy was measured: "64 px", or "64 px, fine-tuned"."""
+    if "accuracy_resolution" not in f:
+        return ""
+    return f"{f['accuracy_resolution']} px" + (", fine-tuned" if f.get("finetuned") else "")
+
+
 def front_table(p: dict[str, Any]) -> None:
     from archspec.search.metrics import METRICS
 
     dims = list(dict.fromkeys(k for f in p["front"] for k in f["point"]))
     metrics = list(dict.fromkeys([o["metric"] for o in p["objectives"]] + list(p["constraints"])))
+    judged = ["judged at"] if any("accuracy_resolution" in f for f in p["front"]) else []
     rows = table(
-        ["trial", *(SHORT.get(d, d) for d in dims), *(METRICS[m].short for m in metrics), "spec"], left=("spec",)
+        ["trial", *(SHORT.get(d, d) for d in dims), *(METRICS[m].short for m in metrics), *judged, "spec"],
+        left=("spec",),
     )
     for f in p["front"]:
         shown = [METRICS[m].shown(f["metrics"][m]) if m in f["metrics"] else "" for m in metrics]
+        shown += [_judged(f)] if judged else []
         rows.add_row(str(f["trial"]), *(_cell(f["point"].get(d, "")) for d in dims), *shown, f["spec"])
     t = p["trials"]
     out = console(40 + 14 * (len(dims) + len(metrics)))

@@ -29,9 +29,11 @@ import yaml
 from _machine import save_result
 from scipy.stats import kendalltau, spearmanr
 
+from archspec.search.metrics import METRICS
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
-ZERO_COST = ["synflow", "naswot", "grad_norm"]
+ZERO_COST = [m.name for m in METRICS.values() if m.kind == "zero_cost"]
 POINT = ("group_size", "norm", "resolution", "matched_expansion_ratio")
 
 

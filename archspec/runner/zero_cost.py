@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -29,7 +29,6 @@ from torch import nn
 from ..errors import SpecError
 from .data import Transformed, collate, open_splits, val_transform
 
-ZERO_COST = ("synflow", "naswot", "grad_norm")
 ACTIVATIONS = (nn.SiLU, nn.ReLU, nn.GELU)
 
 
@@ -91,12 +90,15 @@ def minibatch(dataset: Any, synthetic: Any, resolution: int, batch: int, seed: i
     return images, labels
 
 
+SCORES: dict[str, Callable[[nn.Module, torch.Tensor, torch.Tensor], float]] = {
+    "grad_norm": grad_norm,
+    "synflow": lambda model, images, _: synflow(model, images),
+    "naswot": lambda model, images, _: naswot(model, images),
+}
+
+
 def zero_cost_scores(model: nn.Module, batch: Batch, wanted: list[str]) -> dict[str, float]:
-    """The zero-cost metrics of `wanted` (names of ZERO_COST) for an untrained `model`."""
+    """The zero-cost metrics `wanted` (search metrics of kind zero_cost, each a key of SCORES) of
+    an untrained `model`."""
     images, labels = batch
-    score = {
-        "grad_norm": lambda: grad_norm(model, images, labels),
-        "synflow": lambda: synflow(model, images),
-        "naswot": lambda: naswot(model, images),
-    }
-    return {name: score[name]() for name in ZERO_COST if name in wanted}
+    return {name: SCORES[name](model, images, labels) for name in wanted}

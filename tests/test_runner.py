@@ -458,3 +458,29 @@ def test_progress_without_a_terminal_is_a_line_every_few_seconds(tmp_path):
     progress = [line for line in lines if line.startswith("train step ")]
     assert [line.split()[2] for line in progress] == ["1/3", "2/3", "3/3"]
     assert all(re.search(r"\d+ img/s eta \d+:\d\d:\d\d$", line) for line in progress), progress
+
+
+@pytest.mark.parametrize("shape", ["step", "cosine"])
+def test_the_schedule_warms_up_then_decays_as_the_recipe_says(shape):
+    from archspec.runner.optim import lr_schedule
+    from archspec.runner.recipe import load_recipe
+
+    recipe = load_recipe(None, {"schedule.shape": shape, "schedule.warmup_epochs": 1, "schedule.decay_every_epochs": 2})
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    total, per_epoch = 110, 10
+    schedule = lr_schedule(optimizer, recipe, per_epoch, 0.1, total)
+
+    def rate(step: int) -> float:
+        schedule.step_update(step)
+        return optimizer.param_groups[0]["lr"]
+
+    assert rate(0) == pytest.approx(0.001)  # warm-up from 1% of the rate
+    assert rate(5) == pytest.approx(0.001 + 5 * (0.1 - 0.001) / 10)
+    assert rate(10) == pytest.approx(0.1)
+    if shape == "step":  # x0.97 every two epochs, counted from the warm-up's end (as timm counts)
+        assert rate(29) == pytest.approx(0.1) and rate(30) == pytest.approx(0.1 * 0.97)
+        assert rate(total - 1) == pytest.approx(0.1 * 0.97**4)
+    else:  # half-way down the cosine at half of the steps after the warm-up, about 0 at the last
+        assert rate(60) == pytest.approx(0.05)
+        assert all(rate(s) > rate(s + 1) for s in range(10, total - 1))
+        assert rate(total - 1) < 1e-4

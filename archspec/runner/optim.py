@@ -19,20 +19,20 @@ Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Mix = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
-def step_schedule(optimizer: torch.optim.Optimizer, recipe: Recipe, steps_per_epoch: int, lr: float) -> Any:
-    """The paper's schedule, per step: linear warm-up from 1% of lr, then x decay_rate every
-    decay_every_epochs (timm's StepLRScheduler; `.step_update(step)` sets the rate)."""
-    from timm.scheduler import StepLRScheduler
+def lr_schedule(optimizer: torch.optim.Optimizer, recipe: Recipe, steps_per_epoch: int, lr: float, total: int) -> Any:
+    """The recipe's schedule, per step of a run of `total` steps: a linear warm-up from 1% of lr,
+    then the paper's x decay_rate every decay_every_epochs (timm's StepLRScheduler) or a cosine to
+    0 at the last step (timm's CosineLRScheduler). `.step_update(step)` sets the rate."""
+    from timm.scheduler import CosineLRScheduler, StepLRScheduler
 
     warmup = round(recipe.schedule.warmup_epochs * steps_per_epoch)
-    return StepLRScheduler(
-        optimizer,
-        decay_t=max(1, round(recipe.schedule.decay_every_epochs * steps_per_epoch)),
-        decay_rate=recipe.schedule.decay_rate,
-        warmup_t=warmup,
-        warmup_lr_init=lr * 0.01 if warmup else 0.0,
-        t_in_epochs=False,
-    )
+    ramp = {"warmup_t": warmup, "warmup_lr_init": lr * 0.01 if warmup else 0.0, "t_in_epochs": False}
+    if recipe.schedule.shape == "cosine":
+        warmup = min(warmup, total - 1)
+        ramp["warmup_t"] = warmup
+        return CosineLRScheduler(optimizer, t_initial=max(1, total - warmup), lr_min=0.0, warmup_prefix=True, **ramp)
+    decay = max(1, round(recipe.schedule.decay_every_epochs * steps_per_epoch))
+    return StepLRScheduler(optimizer, decay_t=decay, decay_rate=recipe.schedule.decay_rate, **ramp)
 
 
 def make_optimizer(groups: list[dict[str, Any]], recipe: Recipe) -> torch.optim.Optimizer:

@@ -37,9 +37,14 @@ class OptimizerRecipe(Strict):
 
 
 class ScheduleRecipe(Strict):
+    shape: Literal["step", "cosine"] = Field(
+        "step",
+        description="step: the paper's (x decay_rate every decay_every_epochs); cosine: from lr down to 0 at the "
+        "run's last step, for short runs judged on their last weights (search proxies).",
+    )
     warmup_epochs: float = Field(5.0, ge=0, le=1000)
-    decay_every_epochs: float = Field(2.4, gt=0, le=1000)
-    decay_rate: float = Field(0.97, gt=0, le=1)
+    decay_every_epochs: float = Field(2.4, gt=0, le=1000, description="step only.")
+    decay_rate: float = Field(0.97, gt=0, le=1, description="step only.")
 
 
 class AugmentRecipe(Strict):

@@ -33,7 +33,7 @@ from .distributed import Context, barrier, gather_to_main, launch, session, unde
 from .evaluate import evaluate
 from .loop import DataParallel, StepData, Trainer, check_fast_paths, compiled, data_parallel, fit
 from .metrics import Reporter
-from .optim import loss_and_mix, make_optimizer, step_schedule, weight_average
+from .optim import loss_and_mix, lr_schedule, make_optimizer, weight_average
 from .options import TrainOptions
 from .pipeline import Pipelined, PipelineRunner, pipeline_plan, stage_parameter_groups
 from .recipe import Recipe, load_recipe
@@ -246,7 +246,7 @@ def _trainer(s: Setup, ctx: Context) -> Trainer:
     gpu = ctx.device.type == "cuda"
     strategy, model, groups = _strategy(s, ctx, model, parameter_groups(model, recipe.optimizer.weight_decay))
     optimizer = make_optimizer(groups, recipe)
-    scheduler = step_schedule(optimizer, recipe, s.sampler.steps_per_epoch, recipe.learning_rate())
+    scheduler = lr_schedule(optimizer, recipe, s.sampler.steps_per_epoch, recipe.learning_rate(), s.info.total_steps)
     transform = train_transform(s.resolution, recipe.crop_scale(), recipe.augment.hflip)
     data = StepData(
         Transformed(s.train_set, transform, opts.seed),

@@ -62,3 +62,14 @@ def test_a_search_scores_untrained_networks_on_the_proxys_data(tmp_path):
         assert all(math.isfinite(float(t[m])) for m, _ in goals), t
     assert trials[0]["naswot"] != trials[1]["naswot"]  # two architectures, two scores
     assert not list((tmp_path / "out").glob("trials/*/run"))
+
+
+def test_a_search_scores_and_trains_when_accuracy_is_an_objective_too(tmp_path):
+    """Beside accuracy (trained) a zero-cost metric is scored on the same trial."""
+    extra = "proxy: {batch_size: 8, steps: 2, train_images: 16, val_images: 16}\nbudget: {trials: 1}\n"
+    goals = [("accuracy", "maximize"), ("naswot", "maximize")]
+    search = write_search(tmp_path / "z.yaml", {"group_size": [1, 16]}, goals, extra, base=TINY)
+    study.run_search(search, tmp_path / "out")
+    (trial,) = rows(tmp_path / "out")
+    assert trial["state"] == "complete", trial
+    assert 0 <= float(trial["accuracy"]) <= 1 and math.isfinite(float(trial["naswot"]))

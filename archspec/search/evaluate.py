@@ -48,10 +48,9 @@ class Evaluator:
                 found.update(predicted_metrics(g, self.profile, self.search.file.measure.batch_size, wanted))
             elif not any(METRICS[m].kind == kind for m in wanted):
                 continue
-            elif kind == "zero_cost":
-                found = self._zero_cost(cand, [m for m in wanted if m not in out])
-            elif kind == "measured":
-                found = self._measured(cand, [m for m in wanted if m not in out])
+            elif kind in ("zero_cost", "measured"):
+                of_kind = [m for m in wanted if METRICS[m].kind == kind and m not in out]
+                found = (self._zero_cost if kind == "zero_cost" else self._measured)(cand, of_kind)
             else:
                 j = self._accuracy(cand, rung_of(trial))
                 found = {"accuracy": j.accuracy}

@@ -308,7 +308,7 @@ def test_the_shipped_digits_search_learns_every_candidate_where_it_is_deployed(t
     )
     (tmp_path / "searches" / "digits_cpu.yaml").write_text(yaml.safe_dump(shipped))
     shutil.copy(SPECS / "tiny.yaml", tmp_path / "specs")
-    shutil.copy(ROOT / "recipes" / "synthetic-quick.yaml", tmp_path / "recipes")
+    shutil.copy(ROOT / "searches" / shipped["proxy"]["recipe"], tmp_path / "recipes")
     result = run_archspec("search", "searches/digits_cpu.yaml", "--out", "out", "--json", cwd=tmp_path, timeout=1500)
     assert result.code == 0, result.err
     trust = json.loads(result.out)["proxy_trust"]

@@ -26,13 +26,27 @@ def lr_schedule(optimizer: torch.optim.Optimizer, recipe: Recipe, steps_per_epoc
     from timm.scheduler import CosineLRScheduler, StepLRScheduler
 
     warmup = round(recipe.schedule.warmup_epochs * steps_per_epoch)
-    ramp = {"warmup_t": warmup, "warmup_lr_init": lr * 0.01 if warmup else 0.0, "t_in_epochs": False}
+    start = lr * 0.01 if warmup else 0.0
     if recipe.schedule.shape == "cosine":
         warmup = min(warmup, total - 1)
-        ramp["warmup_t"] = warmup
-        return CosineLRScheduler(optimizer, t_initial=max(1, total - warmup), lr_min=0.0, warmup_prefix=True, **ramp)
+        return CosineLRScheduler(
+            optimizer,
+            t_initial=max(1, total - warmup),
+            lr_min=0.0,
+            warmup_t=warmup,
+            warmup_lr_init=start,
+            warmup_prefix=True,
+            t_in_epochs=False,
+        )
     decay = max(1, round(recipe.schedule.decay_every_epochs * steps_per_epoch))
-    return StepLRScheduler(optimizer, decay_t=decay, decay_rate=recipe.schedule.decay_rate, **ramp)
+    return StepLRScheduler(
+        optimizer,
+        decay_t=decay,
+        decay_rate=recipe.schedule.decay_rate,
+        warmup_t=warmup,
+        warmup_lr_init=start,
+        t_in_epochs=False,
+    )
 
 
 def make_optimizer(groups: list[dict[str, Any]], recipe: Recipe) -> torch.optim.Optimizer:

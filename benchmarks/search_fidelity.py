@@ -95,7 +95,7 @@ def repeatability(runs: list[dict[str, float]], nets: list[str]) -> dict[str, An
     if len(runs) < 2:
         return None
     taus = [
-        float(kendalltau([a[n] for n in nets], [b[n] for n in nets]).statistic)
+        rank_agreement([a[n] for n in nets], [b[n] for n in nets])["kendall_tau"]
         for a, b in itertools.combinations(runs, 2)
     ]
     return {"kendall_tau_between_seeds": taus, "mean": statistics.mean(taus)}

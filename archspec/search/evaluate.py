@@ -8,6 +8,7 @@ import json
 import shutil
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Optional
 
 import optuna
@@ -54,7 +55,7 @@ class Evaluator:
             else:
                 j = self._accuracy(cand, rung_of(trial))
                 found = {"accuracy": j.accuracy}
-                judged = {"accuracy_resolution": j.resolution, "finetuned": j.finetuned}
+                judged = {"accuracy_resolution": j.resolution, "finetuned": j.finetuned, "accuracy_by_seed": j.by_seed}
             out.update(found)
             broken = self._broken(found)
             if broken is not None:
@@ -127,12 +128,9 @@ class Evaluator:
         return out
 
     def _accuracy(self, cand: Candidate, rung: int) -> Judged:
-        """Top-1 where the network is deployed, after a proxy run of the shared runner in
-        trials/<network>/ (its log there too) and, trained elsewhere, a fine-tune there."""
-        from ..runner.options import TrainOptions
-        from ..runner.rundir import RunDir
-        from ..runner.train import train
-
+        """Top-1 where the network is deployed, the mean over proxy.repeats seeds, after a proxy run
+        of the shared runner for each in trials/<network>/ (their log there too) and, trained
+        elsewhere, a fine-tune there."""
         p = self.search.file.proxy
         at = judged_resolutions(p, cand.resolved)
         if not at:
@@ -140,23 +138,37 @@ class Evaluator:
         home = self.directory.trials / cand.digest
         steps = self.search.rung_steps[rung]
         top = rung == len(self.search.rung_steps) - 1
-        run = RunDir(home / ("run" if top else f"run-{steps}-steps"))
-        finished = _summary(run)
+        runs = []
+        for repeat in range(p.repeats):
+            name = ("run" if top else f"run-{steps}-steps") + (f"-seed{p.seed + repeat}" if repeat else "")
+            runs.append(self._proxy_run(cand, home / name, steps, p.seed + repeat))
+        return judge(p, runs, cand.resolved.resolution.train, at, home / "train.log")
+
+    def _proxy_run(self, cand: Candidate, path: Path, steps: int, seed: int) -> tuple[Path, dict[str, Any]]:
+        """A finished proxy run in `path` and its summary: trained here unless a killed worker
+        finished it before its trial was told."""
+        from ..runner.options import TrainOptions
+        from ..runner.rundir import RunDir
+        from ..runner.train import train
+
+        p = self.search.file.proxy
+        home = path.parent
+        finished = _summary(RunDir(path))
         if finished is None:
-            shutil.rmtree(run.path, ignore_errors=True)  # a run cut short by a killed worker starts over
+            shutil.rmtree(path, ignore_errors=True)  # a run cut short by a killed worker starts over
             home.mkdir(parents=True, exist_ok=True)
             write_text(home / "spec.yaml", spec_yaml(cand.spec))
             opts = TrainOptions(
                 spec=str(home / "spec.yaml"),
-                out=run.path,
+                out=path,
                 data=self.search.dataset,
                 max_steps=steps,
                 device=p.device,
                 recipe=self.directory.recipe,
-                seed=p.seed,
+                seed=seed,
             )
             finished = quietly(home / "train.log", lambda: train(opts))
-        return judge(p, run.path, finished, cand.resolved.resolution.train, at, home / "train.log")
+        return path, finished
 
 
 def _summary(run: Any) -> Optional[dict[str, Any]]:

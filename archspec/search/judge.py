@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,21 +21,25 @@ from .space import Proxy
 
 @dataclass(frozen=True)
 class Judged:
-    accuracy: float
+    accuracy: float  # the mean over the proxy's seeds
     resolution: int  # pixels
     finetuned: bool
+    by_seed: tuple[float, ...]
 
 
-def judge(p: Proxy, run: Path, summary: dict[str, Any], train_px: int, at: list[int], log: Path) -> Judged:
-    """The best accuracy over `at`: at the training resolution as the proxy run measured it, elsewhere
-    after a fine-tune there (ties to the smaller, cheaper resolution)."""
-    scores = [
-        Judged(float(summary[f"val_top1_{p.weights}"]), r, False)
-        if r == train_px
-        else Judged(_finetuned(p, run, r, log), r, True)
-        for r in at
-    ]
-    return max(scores, key=lambda j: (j.accuracy, -j.resolution))
+def judge(p: Proxy, runs: list[tuple[Path, dict[str, Any]]], train_px: int, at: list[int], log: Path) -> Judged:
+    """The best mean accuracy over `at` of the proxy runs (one per seed, as (directory, summary)): at the
+    training resolution as each run measured it, elsewhere after a fine-tune there (ties to the
+    smaller, cheaper resolution)."""
+
+    def at_resolution(r: int) -> Judged:
+        if r == train_px:
+            seeds = tuple(float(summary[f"val_top1_{p.weights}"]) for _, summary in runs)
+        else:
+            seeds = tuple(_finetuned(p, run, r, log) for run, _ in runs)
+        return Judged(statistics.fmean(seeds), r, r != train_px, seeds)
+
+    return max((at_resolution(r) for r in at), key=lambda j: (j.accuracy, -j.resolution))
 
 
 def _finetuned(p: Proxy, run: Path, resolution: int, log: Path) -> float:

@@ -26,7 +26,8 @@ NEEDS_DATA = ("zero_cost", "accuracy")  # the kinds that read the proxy's datase
 # A trial's two user attributes (one write each: a journal write is an fsync):
 CLAIM = "claim"  # {worker, network (digest), evaluating, matched_expansion_ratio}: set under the claim lock
 RESULT = "result"  # {metrics: {name: value}, evaluated_s | reused_from, reason (pruned), error (failed), *JUDGED}
-JUDGED = ("accuracy_resolution", "finetuned")  # with accuracy: where it was judged (pixels), after a fine-tune or not
+# with accuracy: where it was judged (pixels), after a fine-tune or not, and each proxy seed's accuracy
+JUDGED = ("accuracy_resolution", "finetuned", "accuracy_by_seed")
 
 
 @dataclass(frozen=True)

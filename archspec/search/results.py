@@ -110,6 +110,7 @@ def trial_rows(search: Search, trials: list[FrozenTrial]) -> tuple[list[str], li
         row: dict[str, Any] = {"trial": t.number, "state": t.state.name.lower(), **t.params, **metrics_of(t)}
         row.update({k: claim.get(k, "") for k in ("network", "matched_expansion_ratio", "worker")})
         row.update({k: result.get(k, "") for k in ("reused_from", "reason", "error", "evaluated_s", *JUDGED)})
+        row["accuracy_by_seed"] = " ".join(f"{a:g}" for a in result.get("accuracy_by_seed", ()))
         row.update({RUNG: rung_of(t), PROMOTED_FROM: t.user_attrs.get(PROMOTED_FROM, "")})
         row["seconds"] = _seconds(t) if _seconds(t) is not None else ""
         rows.append(row)

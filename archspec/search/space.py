@@ -164,6 +164,13 @@ class Proxy(Strict):
     finetune_blocks: int = Field(2, ge=1, le=16, description="Blocks fine-tuned (1 = the head; as finetune --blocks).")
     recipe: Optional[str] = Field(None, description="A recipe file (default: the paper's), relative to this file.")
     seed: int = Field(0, ge=0)
+    repeats: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description="Proxy runs per candidate, seeded seed, seed + 1, ...; accuracy is their mean (a short run's "
+        "accuracy moves from seed to seed by more than close candidates differ).",
+    )
     device: Literal["cpu", "cuda"] = "cpu"
     weights: Literal["raw", "ema"] = Field("raw", description="Weights evaluated (a short run's EMA lags).")
     train_images: Optional[int] = Field(None, ge=10, le=10_000_000, description="Synthetic set: training images.")

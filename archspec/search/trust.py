@@ -4,17 +4,23 @@
   candidates promoted to the top (a rung that orders them as the top does has tau 1);
 - each top-rung candidate's accuracy against chance (1 / classes), with the band a guesser would
   reach: chance + 3 binomial standard deviations over the validation images;
+- with proxy.repeats, how well the proxy agrees with itself: Kendall's tau-b between the accuracies
+  of every two seeds over the top-rung candidates (the search cannot rank them better than its
+  own seeds agree), and the median spread of a candidate's accuracy over its seeds;
 - a warning when no candidate is outside that band: the accuracy axis then carries no information,
   and the front is decided by the other objectives alone. Pure: reads the study's trials."""
 
 from __future__ import annotations
 
+import itertools
 import math
+import statistics
 from collections.abc import Sequence
 from typing import Any, Optional
 
 from optuna.trial import FrozenTrial, TrialState
 
+from .metrics import RESULT
 from .read import metrics_of, rung_of
 from .rungs import PROMOTED_FROM
 
@@ -61,10 +67,14 @@ def proxy_trust(trials: list[FrozenTrial], rungs: list[int], classes: int, val_i
         pairs = [(metrics_of(lin[k])["accuracy"], metrics_of(lin[len(rungs) - 1])["accuracy"]) for lin in lineages]
         tau = kendall_tau([a for a, _ in pairs], [b for _, b in pairs])
         agreement.append({"rung": k, "steps": steps, "candidates": len(pairs), "kendall_tau": tau})
-    candidates = [
+    candidates: list[dict[str, Any]] = [
         {"trial": t.number, "accuracy": metrics_of(t)["accuracy"], "times_chance": metrics_of(t)["accuracy"] / chance}
         for t in top
     ]
+    by_seed: list[list[float]] = [t.user_attrs.get(RESULT, {}).get("accuracy_by_seed", []) for t in top]
+    for c, seeds in zip(candidates, by_seed):
+        if len(seeds) > 1:
+            c["accuracy_by_seed"] = seeds
     informative = [c for c in candidates if c["accuracy"] > band]
     out: dict[str, Any] = {
         "chance": chance,
@@ -74,6 +84,9 @@ def proxy_trust(trials: list[FrozenTrial], rungs: list[int], classes: int, val_i
         "candidates": candidates,
         "above_chance": len(informative),
     }
+    repeatability = _seed_agreement(by_seed)
+    if repeatability is not None:
+        out["seeds"] = repeatability
     if candidates and not informative:
         out["warning"] = (
             f"no candidate's accuracy is above chance ({chance:.1%}, band to {band:.1%} over {val_images} "
@@ -81,3 +94,22 @@ def proxy_trust(trials: list[FrozenTrial], rungs: list[int], classes: int, val_i
             "the other objectives; train longer (proxy.steps) or on data the network can learn"
         )
     return out
+
+
+def _seed_agreement(by_seed: list[list[float]]) -> Optional[dict[str, Any]]:
+    """Kendall's tau-b between every two seeds' accuracies over the candidates judged on all of them,
+    their mean, and the median spread (max - min) of a candidate over its seeds."""
+    seeds = min((len(s) for s in by_seed), default=0)
+    judged = [s for s in by_seed if len(s) >= seeds]
+    if seeds < 2 or len(judged) < 2:
+        return None
+    pairs = itertools.combinations(range(seeds), 2)
+    taus = [kendall_tau([s[i] for s in judged], [s[j] for s in judged]) for i, j in pairs]
+    known = [t for t in taus if t is not None]
+    return {
+        "repeats": seeds,
+        "candidates": len(judged),
+        "kendall_tau_between_seeds": taus,
+        "mean_kendall_tau": statistics.fmean(known) if known else None,
+        "median_spread": statistics.median(max(s) - min(s) for s in judged),
+    }

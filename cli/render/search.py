@@ -142,6 +142,13 @@ def _trust(out: Any, trust: dict[str, Any]) -> None:
     for r in trust["rungs"]:
         tau = "n/a" if r["kendall_tau"] is None else f"{r['kendall_tau']:.2f}"
         out.print(f"rung {r['rung']} ({r['steps']} steps): Kendall tau {tau} with the top rung over {r['candidates']}")
+    seeds = trust.get("seeds")
+    if seeds is not None:
+        tau = "n/a" if seeds["mean_kendall_tau"] is None else f"{seeds['mean_kendall_tau']:.2f}"
+        out.print(
+            f"{seeds['repeats']} proxy seeds: Kendall tau {tau} between seeds over {seeds['candidates']}, "
+            f"median spread {seeds['median_spread']:.1%} a candidate"
+        )
     shown = ", ".join(f"t{c['trial']} {c['times_chance']:.1f}x" for c in trust["candidates"])
     out.print(
         f"accuracy against chance ({trust['chance']:.1%}): {trust['above_chance']} of {len(trust['candidates'])} "

@@ -292,10 +292,11 @@ def test_a_promoted_candidate_trains_at_the_next_rung_and_is_not_timed_again(tmp
 
 def test_the_shipped_digits_search_learns_every_candidate_where_it_is_deployed(tmp_path):
     """searches/digits_cpu.yaml on the digits tree written beside a copy of it, at a quarter of its
-    proxy budget (60 steps, a 12-step fine-tune: two minutes on two cores, not seven): all 12
-    candidates finish; each one's accuracy is above what a guesser reaches on 360 images (chance
-    plus three binomial sigmas), whatever its norm; and every candidate is judged at the deployment
-    resolution, 64 px, the half-resolution ones after their fine-tune there."""
+    proxy budget (60 steps, a 12-step fine-tune, three proxy seeds: six minutes on two cores, not
+    fourteen): all 12 candidates finish; each one's accuracy is above what a guesser reaches on 360
+    images (chance plus three binomial sigmas), whatever its norm; every candidate is judged at the
+    deployment resolution, 64 px, the half-resolution ones after their fine-tune there; and the
+    trust report says how well the three seeds agree."""
     sys.path.insert(0, str(ROOT / "scripts"))
     from digits_imagefolder import write_digits
 
@@ -313,6 +314,8 @@ def test_the_shipped_digits_search_learns_every_candidate_where_it_is_deployed(t
     assert result.code == 0, result.err
     trust = json.loads(result.out)["proxy_trust"]
     assert len(trust["candidates"]) == 12 and trust["above_chance"] == 12, trust
+    assert trust["seeds"]["repeats"] == 3 and trust["seeds"]["candidates"] == 12, trust
+    assert all(len(c["accuracy_by_seed"]) == 3 for c in trust["candidates"])
     trials = rows(tmp_path / "out")
     assert {t["norm"] for t in trials} == {"gn", "ln+pn"}
     assert {(t["resolution"], t["accuracy_resolution"], t["finetuned"]) for t in trials} == {

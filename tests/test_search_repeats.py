@@ -15,7 +15,7 @@ from archspec.search.metrics import RESULT
 from archspec.search.trust import proxy_trust
 
 
-def test_each_seed_trains_its_own_run_and_the_accuracy_is_their_mean(tmp_path):
+def test_each_seed_trains_its_own_run_and_the_accuracy_is_their_mean(tmp_path, cli):
     extra = "proxy: {batch_size: 8, steps: 2, train_images: 16, val_images: 16, seed: 5, repeats: 3}\n"
     search = write_search(tmp_path / "r.yaml", {"group_size": [16]}, [("accuracy", "maximize")], extra, base=TINY)
     study.run_search(search, tmp_path / "out")
@@ -27,6 +27,8 @@ def test_each_seed_trains_its_own_run_and_the_accuracy_is_their_mean(tmp_path):
     by_seed = [r["summary"]["val_top1_raw"] for r in runs]  # proxy.weights: raw, judged where it trained
     assert [float(a) for a in trial["accuracy_by_seed"].split()] == pytest.approx(by_seed, abs=1e-6)
     assert float(trial["accuracy"]) == pytest.approx(statistics.fmean(by_seed))
+    shown = cli("search", "show", tmp_path / "out")
+    assert shown.code == 0 and "3 proxy seeds: Kendall tau n/a between seeds over 1" in shown.out, shown
 
 
 def _trial(number, by_seed):

@@ -97,11 +97,12 @@ def proxy_trust(trials: list[FrozenTrial], rungs: list[int], classes: int, val_i
 
 
 def _seed_agreement(by_seed: list[list[float]]) -> Optional[dict[str, Any]]:
-    """Kendall's tau-b between every two seeds' accuracies over the candidates judged on all of them,
-    their mean, and the median spread (max - min) of a candidate over its seeds."""
+    """Kendall's tau-b between every two seeds' accuracies over the candidates judged on all of them
+    (None under two candidates), their mean, and the median spread (max - min) of a candidate over
+    its seeds."""
     seeds = min((len(s) for s in by_seed), default=0)
     judged = [s for s in by_seed if len(s) >= seeds]
-    if seeds < 2 or len(judged) < 2:
+    if seeds < 2:  # one seed has nothing to agree with
         return None
     pairs = itertools.combinations(range(seeds), 2)
     taus = [kendall_tau([s[i] for s in judged], [s[j] for s in judged]) for i, j in pairs]

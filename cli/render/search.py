@@ -147,7 +147,7 @@ def _trust(out: Any, trust: dict[str, Any]) -> None:
         tau = "n/a" if seeds["mean_kendall_tau"] is None else f"{seeds['mean_kendall_tau']:.2f}"
         out.print(
             f"{seeds['repeats']} proxy seeds: Kendall tau {tau} between seeds over {seeds['candidates']}, "
-            f"median spread {seeds['median_spread']:.1%} a candidate"
+            f"a candidate's top-1 spread over them {100 * seeds['median_spread']:.1f} points (median)"
         )
     shown = ", ".join(f"t{c['trial']} {c['times_chance']:.1f}x" for c in trust["candidates"])
     out.print(

@@ -147,6 +147,12 @@ BAD = [
         "proxy.finetune_step: unknown key (did you mean 'finetune_steps'?)",
         "6:9",
     ),
+    (
+        "no-proxy-run",
+        TINY + "space:\n  resolution: [native]\n" + ACCURACY + "proxy: {repeats: 0}\n",
+        "proxy.repeats: must be >= 1, got 0",
+        "6:18",
+    ),
 ]
 
 

@@ -600,7 +600,8 @@ def warnings_for(profile: Profile) -> list[str]:
     """What makes a prediction from this profile doubtful here, one line each."""
     out = []
     if profile.device == "cpu" and profile.threads != (threads := run_threads()):
-        out.append(f"the profile was measured with {profile.threads} threads, a run here uses {threads}")
+        measured = f"{profile.threads} thread{'s' * (profile.threads != 1)}"
+        out.append(f"the profile was measured with {measured}, a run here uses {threads}")
     if profile.noise.get("networks", 0.0) > NOISY:
         out.append(
             f"the machine was noisy while profiling (calibration timings spread {profile.noise['networks']:.0%}); "

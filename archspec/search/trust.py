@@ -97,20 +97,19 @@ def proxy_trust(trials: list[FrozenTrial], rungs: list[int], classes: int, val_i
 
 
 def _seed_agreement(by_seed: list[list[float]]) -> Optional[dict[str, Any]]:
-    """Kendall's tau-b between every two seeds' accuracies over the candidates judged on all of them
-    (None under two candidates), their mean, and the median spread (max - min) of a candidate over
-    its seeds."""
+    """Kendall's tau-b between every two seeds' accuracies over the candidates, up to the fewest seeds
+    any candidate was judged on (None under two candidates), their mean, and the median spread
+    (max - min) of a candidate over its seeds."""
     seeds = min((len(s) for s in by_seed), default=0)
-    judged = [s for s in by_seed if len(s) >= seeds]
     if seeds < 2:  # one seed has nothing to agree with
         return None
     pairs = itertools.combinations(range(seeds), 2)
-    taus = [kendall_tau([s[i] for s in judged], [s[j] for s in judged]) for i, j in pairs]
+    taus = [kendall_tau([s[i] for s in by_seed], [s[j] for s in by_seed]) for i, j in pairs]
     known = [t for t in taus if t is not None]
     return {
         "repeats": seeds,
-        "candidates": len(judged),
+        "candidates": len(by_seed),
         "kendall_tau_between_seeds": taus,
         "mean_kendall_tau": statistics.fmean(known) if known else None,
-        "median_spread": statistics.median(max(s) - min(s) for s in judged),
+        "median_spread": statistics.median(max(s) - min(s) for s in by_seed),
     }

@@ -2,7 +2,9 @@
 held-out networks its predictions are checked on (benchmarks/speed_predictor.py), from other seeds.
 
 Specs span group sizes 1-64, expansion ratios 2-6, every norm, resolutions 64-380 px and width and
-depth multipliers; norms and group sizes come in turn, so that a handful of draws holds each.
+depth multipliers; norms and group sizes come in turn, so that a handful of draws holds each. A
+profile's own set takes its norms from the registry (plug-ins' included), so that every norm a spec
+can name has layers in the profile.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
+from . import norms as norm_registry
 from .cost import totals
 from .graph import build_graph
 from .resolve import resolve
@@ -25,11 +28,11 @@ RESOLUTION_RANGE = (64, 380)
 # `archspec profile`'s own calibration networks: a seed no held-out set uses, and a size that keeps
 # the profile's default under five minutes on two cores
 DEFAULT_SEED = 1000
-DEFAULT_COUNT = 10
-DEFAULT_MAX_GMACS = 0.8
+DEFAULT_COUNT = 20
+DEFAULT_MAX_GMACS = 0.6
 
 
-def sample_specs(n: int, seed: int, max_gmacs: float) -> list[dict[str, Any]]:
+def sample_specs(n: int, seed: int, max_gmacs: float, norms: tuple[str, ...] = NORMS) -> list[dict[str, Any]]:
     """`n` specs as plain data; the first two sit at the ends of the resolution range. A draw of
     more than `max_gmacs` per image is drawn again (it would take minutes to time on a CPU)."""
     rng = random.Random(seed)
@@ -46,7 +49,7 @@ def sample_specs(n: int, seed: int, max_gmacs: float) -> list[dict[str, Any]]:
             "expansion_ratio": rng.choice(EXPANSIONS),
             "group_rounding": rng.choice(("size", "count")),
             "mid_channel_rounding": rng.choice(("divisor", "group")),
-            "norm": {"type": NORMS[i % len(NORMS)]},
+            "norm": {"type": norms[i % len(norms)]},
             "drop_path": rng.choice((0.0, 0.2)),
             "resolution": {"train": resolution},
         }
@@ -56,4 +59,4 @@ def sample_specs(n: int, seed: int, max_gmacs: float) -> list[dict[str, Any]]:
 
 
 def default_specs() -> list[dict[str, Any]]:
-    return sample_specs(DEFAULT_COUNT, DEFAULT_SEED, DEFAULT_MAX_GMACS)
+    return sample_specs(DEFAULT_COUNT, DEFAULT_SEED, DEFAULT_MAX_GMACS, norm_registry.spec_types())

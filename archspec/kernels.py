@@ -3,8 +3,8 @@
 
 Every IR node runs one or two of these: a k x k conv of some group size and stride, a 1x1 conv,
 the stem conv, a normalization, the proxy-normalization part of a norm layer, an activation,
-squeeze-excite, a residual add (with drop-path when training), global pooling, dropout, the
-classifier, and `call`: a module that does nothing, which times the harness's own overhead.
+squeeze-excite, a residual add (with drop-path when training), global pooling, dropout and the
+classifier.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ class Kernel(str, Enum):
     POOL = "pool"
     LINEAR = "linear"
     DROPOUT = "dropout"
-    CALL = "call"
 
 
 CONVS = frozenset({Kernel.CONV, Kernel.CONV1X1, Kernel.STEM})

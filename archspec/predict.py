@@ -3,15 +3,20 @@ IR and a device profile (`archspec profile`), without running the network. docs/
 
 Each IR node is one kernel class of the profile (a k x k conv of some group size and stride, a
 1x1 conv, the stem, a norm, proxy normalization, an activation, SE, an add, pooling, dropout, the
-classifier). Within a class, time is a roofline-like sum fitted to the class's measurements,
+classifier). A profile holds every layer of its calibration networks timed where it sits, inside
+the network: inside one the same kernel took 0.4x to 7x its time alone (its neighbours' cache,
+allocator state and working set; docs/speed.md). Within a class, time is a roofline-like sum
+fitted to those layers,
 
     t = a + b * MACs + c * elements moved + d * weights      (convs; others: a + b * elements + c * channels)
 
-with non-negative coefficients (fitted to relative error), times a correction read off the
-measurements nearest the layer in log(channels) and log(batch x pixels): how far the fit was from
-them. Between measured group sizes the prediction is interpolated in log G. The network's time is
-the sum of its nodes' times (on a GPU the host's and the device's timelines are run through a
-queue: docs/speed.md); images/s is batch / time.
+with non-negative coefficients (fitted to relative error), times a correction read off the layers
+timed at the same batch nearest in log(channels in, out), log(pixels) and, for k x k convs (one fit
+per kernel size and stride), log(group size): how far the fit was from them. Between two timed
+batches the corrections are interpolated in log batch. The network's time is the sum of its
+nodes' times, corrected by a fit of the calibration networks' whole steps (the Python between
+layers, the step's own overhead). On a GPU a layer's time in a network is the device's timeline
+between its boundaries, idle gaps while the host enqueues included. images/s is batch / time.
 
 Pure Python: no torch, no numpy, so that `stats --profile`, `sweep` and `search` rank designs as
 fast as they cost them.
@@ -19,16 +24,17 @@ fast as they cost them.
 
 from __future__ import annotations
 
+import heapq
 import math
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 import networkx as nx
-from pydantic import Field, PrivateAttr, ValidationError
+from pydantic import Field, PrivateAttr, ValidationError, model_validator
 
 from . import norms
 from .errors import SpecError, format_path
@@ -40,8 +46,9 @@ from .spec import load_spec
 from .validation import Strict
 
 FORMAT = "archspec-profile"
-Mode = Literal["infer", "train", "infer_host", "train_host"]
+Mode = Literal["infer", "train"]
 NEIGHBOURS = 4  # measurements the correction is read from
+GROUP_WEIGHT = 4.0  # how far apart two group sizes are for the correction, against channels and pixels
 # batches beyond the largest calibrated one by more than this factor are not predicted: the
 # calibration says nothing about them
 EXTRAPOLATION = 2
@@ -52,6 +59,7 @@ NOISY = 0.10
 OUTDATED = {
     1: "a profile without calibration networks",
     2: "a profile timed with the system allocator, which archspec no longer runs with",
+    3: "a profile of kernels timed alone, which the predictor no longer reads",
 }
 
 
@@ -61,7 +69,8 @@ class Peaks(Strict):
 
 
 class Entry(Strict):
-    """One measured configuration: its kernel class, its shape and its times per call."""
+    """One layer of a calibration network, timed in the network: its kernel class, its shape, the
+    batch and its seconds per call (forward; forward + backward for `train_s`)."""
 
     kind: Kernel = Field(strict=False)  # a name in the file
     variant: str = Field("", max_length=16)  # norm type, activation function
@@ -71,13 +80,16 @@ class Entry(Strict):
     stride: int = Field(1, ge=1)
     group_size: int = Field(1, ge=1)
     size: int = Field(ge=1)
-    infer_s: float = Field(gt=0)
+    batch_size: int = Field(ge=1)
+    # a residual add is one kernel class in inference and another (drop-path) in training
+    infer_s: Optional[float] = Field(None, gt=0)
     train_s: Optional[float] = Field(None, gt=0)
-    # on a GPU, the host's part of a call (the device's is infer_s / train_s)
-    infer_host_s: Optional[float] = Field(None, gt=0)
-    train_host_s: Optional[float] = Field(None, gt=0)
-    infer_spread: Optional[float] = Field(None, ge=0)
-    train_spread: Optional[float] = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _timed(self) -> Entry:
+        if self.infer_s is None and self.train_s is None:
+            raise ValueError("an entry needs infer_s or train_s")
+        return self
 
 
 class Network(Strict):
@@ -96,7 +108,7 @@ class Profile(Strict):
     """A device profile as `archspec profile` writes it."""
 
     format: Literal["archspec-profile"]
-    version: Literal[3]
+    version: Literal[4]
     device: str
     dtype: Literal["fp32", "bf16", "fp16"]
     batch_size: int = Field(ge=1)
@@ -106,7 +118,6 @@ class Profile(Strict):
     threads: int = Field(ge=1)
     machine: dict[str, Union[str, int, float]]
     created: str
-    kernel_batch_size: int = Field(ge=1)
     allocator: str
     seconds: float = Field(ge=0)
     peaks: Peaks
@@ -115,6 +126,7 @@ class Profile(Strict):
     noise: dict[str, float]
     _fits: dict[tuple[Any, ...], _Fit | None] = PrivateAttr(default_factory=dict)
     _conv_keys: dict[str, set[tuple[Any, ...]]] = PrivateAttr(default_factory=dict)
+    _by_key: dict[tuple[Any, ...], list[Entry]] = PrivateAttr(default_factory=dict)
     _corrections: dict[str, dict[int, Correction]] = PrivateAttr(default_factory=dict)
 
     def corrections(self, mode: Mode) -> dict[int, Correction]:
@@ -135,11 +147,14 @@ class Profile(Strict):
         return self._corrections[mode]
 
     def fit(self, key: tuple[Any, ...], mode: Mode) -> _Fit | None:
-        """The fitted model of one kernel class (key: kind, variant, kernel, stride, group size)."""
+        """The fitted model of one kernel class (key: kind, variant, kernel, stride, 0)."""
         cache = (*key, mode)
         if cache not in self._fits:
-            rows = [e for e in self.entries if _key(e) == key and _time(e, mode) is not None]
-            self._fits[cache] = _Fit.of(rows, mode, self.kernel_batch_size, self.overhead(mode)) if rows else None
+            if not self._by_key:
+                for e in self.entries:
+                    self._by_key.setdefault(_key(e), []).append(e)
+            rows = [e for e in self._by_key.get(key, []) if _time(e, mode) is not None]
+            self._fits[cache] = _Fit.of(rows, mode) if rows else None
         return self._fits[cache]
 
     def conv_keys(self, mode: Mode) -> set[tuple[Any, ...]]:
@@ -148,12 +163,6 @@ class Profile(Strict):
             keys = {key for e in self.entries if (key := _key(e))[0] == Kernel.CONV and _time(e, mode) is not None}
             self._conv_keys[mode] = keys
         return self._conv_keys[mode]
-
-    def overhead(self, mode: Mode) -> float:
-        """The measuring harness's own seconds per call (a module that does nothing), which every
-        entry includes once and a network's step once in all; 0 if the profile did not measure it."""
-        times = [t for e in self.entries if e.kind == Kernel.CALL and (t := _time(e, mode)) is not None]
-        return statistics.median(times) if times else 0.0
 
 
 def load_profile(path: Union[str, Path]) -> Profile:
@@ -198,7 +207,7 @@ class Shape:
     @property
     def key(self) -> tuple[Any, ...]:
         if self.kind == Kernel.CONV:
-            return (Kernel.CONV, "", self.kernel, self.stride, self.group_size)
+            return (Kernel.CONV, "", self.kernel, self.stride, 0)
         return (self.kind, self.variant, 0, 0, 0)
 
     @property
@@ -217,18 +226,28 @@ class Shape:
         return (1.0, pixels_in * self.cin, self.cin)
 
     def coords(self) -> tuple[float, ...]:
-        """Where the layer sits, for the correction: log channels in and out, log batch x pixels."""
-        return (math.log(self.cin), math.log(max(self.cout, 1)), math.log(self.out_pixels))
+        """Where the layer sits among others at its batch, for the correction: log channels in and
+        out, log pixels per image."""
+        pixels = self.out_pixels // self.batch
+        where = (math.log(self.cin), math.log(max(self.cout, 1)), math.log(pixels))
+        return (*where, GROUP_WEIGHT * math.log(self.group_size)) if self.kind == Kernel.CONV else where
 
 
-def _entry_shape(e: Entry, batch: int) -> Shape:
+def _entry_shape(e: Entry) -> Shape:
     kind = e.kind
     out = e.out_channels if kind in CONVS | {Kernel.LINEAR} else e.channels
-    return Shape(kind, e.variant, e.channels, out, e.kernel, e.stride, e.group_size, e.size, e.size, batch)
+    return Shape(kind, e.variant, e.channels, out, e.kernel, e.stride, e.group_size, e.size, e.size, e.batch_size)
+
+
+def shape_entry(shape: Shape) -> dict[str, Any]:
+    """A layer's shape as a profile entry's fields (`archspec profile` writes them)."""
+    fields = ("variant", "kernel", "stride", "group_size")
+    out = {"kind": shape.kind.value, **{f: getattr(shape, f) for f in fields}}
+    return out | {"channels": shape.cin, "out_channels": shape.cout, "size": shape.height, "batch_size": shape.batch}
 
 
 def _key(e: Entry) -> tuple[Any, ...]:
-    return _entry_shape(e, 1).key
+    return _entry_shape(e).key
 
 
 def _time(e: Entry, mode: Mode) -> float | None:
@@ -283,34 +302,48 @@ def nnls_relative(xs: Sequence[Sequence[float]], ys: Sequence[float]) -> list[fl
 
 @dataclass
 class _Fit:
-    """One kernel class: the fitted coefficients, and each measurement's position and how far the
-    fit was from it (log of measured / fitted)."""
+    """One kernel class: the fitted coefficients, and at each batch it was timed at, each layer's
+    position and how far the fit was from it (log of measured / fitted)."""
 
     coef: list[float]
-    points: list[tuple[tuple[float, ...], float]] = field(default_factory=list)
+    points: dict[int, list[tuple[tuple[float, ...], float]]] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, rows: list[Entry], mode: Mode, batch: int, overhead: float) -> _Fit:
-        shapes = [_entry_shape(e, batch) for e in rows]
-        # the kernel's own time: the call's overhead off (never below a tenth of what was measured)
-        times = [max(t - overhead, 0.1 * t) for e in rows if (t := _time(e, mode)) is not None]
+    def of(cls, rows: list[Entry], mode: Mode) -> _Fit:
+        shapes = [_entry_shape(e) for e in rows]
+        times = [t for e in rows if (t := _time(e, mode)) is not None]
         coef = nnls_relative([s.features() for s in shapes], times)
         fit = cls(coef)
-        fit.points = [(s.coords(), math.log(t / fit.base(s))) for s, t in zip(shapes, times)]
+        # layers of one shape (a stage's repeated blocks, networks alike in a stage) are one point,
+        # at their median residual: no one of them stands for the others
+        same: dict[tuple[int, tuple[float, ...]], list[float]] = {}
+        for s, t in zip(shapes, times):
+            same.setdefault((s.batch, s.coords()), []).append(math.log(t / fit.base(s)))
+        for (batch, coords), residuals in same.items():
+            fit.points.setdefault(batch, []).append((coords, statistics.median(residuals)))
         return fit
 
     def base(self, shape: Shape) -> float:
         return max(sum(c * f for c, f in zip(self.coef, shape.features())), 1e-9)
 
-    def __call__(self, shape: Shape) -> float:
-        """The fit at `shape`, corrected by the inverse-distance-weighted residuals of the nearest
-        measurements."""
-        q = shape.coords()
-        near = sorted((math.dist(q, p), r) for p, r in self.points)[:NEIGHBOURS]
+    def residual(self, coords: tuple[float, ...], batch: int) -> float:
+        """The inverse-distance-weighted residual of the layers nearest `coords` timed at `batch`."""
+        near = heapq.nsmallest(NEIGHBOURS, ((math.dist(coords, p), r) for p, r in self.points[batch]))
         if near[0][0] < 1e-9:
-            return self.base(shape) * math.exp(near[0][1])
+            return near[0][1]
         weights = [1 / d**2 for d, _ in near]
-        correction = sum(w * r for w, (_, r) in zip(weights, near)) / sum(weights)
+        return sum(w * r for w, (_, r) in zip(weights, near)) / sum(weights)
+
+    def __call__(self, shape: Shape) -> float:
+        """The fit at `shape`, corrected by the residuals of the nearest layers timed at the same
+        batch; between two timed batches, the two corrections interpolated in log batch."""
+        q = shape.coords()
+        lo = max((b for b in self.points if b <= shape.batch), default=min(self.points))
+        hi = min((b for b in self.points if b >= shape.batch), default=max(self.points))
+        correction = self.residual(q, lo)
+        if hi != lo:
+            w = math.log(shape.batch / lo) / math.log(hi / lo)
+            correction = (1 - w) * correction + w * self.residual(q, hi)
         return self.base(shape) * math.exp(correction)
 
 
@@ -366,21 +399,9 @@ def kernel_seconds(profile: Profile, shape: Shape, mode: Mode) -> float:
         raise SpecError(f"the profile has no {mode} measurements of grouped convolutions", parameter="profile")
     k = _nearest({key[2] for key in keys}, shape.kernel)
     s = _nearest({key[3] for key in keys if key[2] == k}, shape.stride)
-    sizes: list[int] = sorted(key[4] for key in keys if key[2:4] == (k, s))
-    g = shape.group_size
-    lo = max((v for v in sizes if v <= g), default=sizes[0])
-    hi = min((v for v in sizes if v >= g), default=sizes[-1])
-
-    def at(group_size: int) -> float:
-        """The layer's time with a measured group size (a class's fit is read on its own G only)."""
-        fit = profile.fit((Kernel.CONV, "", k, s, group_size), mode)
-        assert fit is not None
-        return fit(replace(shape, group_size=group_size))
-
-    if hi == lo:  # beyond the measured group sizes: time in proportion to the MACs
-        return at(lo) * g / lo
-    w = math.log(g / lo) / math.log(hi / lo)
-    return math.exp((1 - w) * math.log(at(lo)) + w * math.log(at(hi)))
+    fit = profile.fit((Kernel.CONV, "", k, s, 0), mode)
+    assert fit is not None
+    return fit(shape)
 
 
 def node_seconds(g: nx.DiGraph[str], profile: Profile, batch_size: int, mode: Mode) -> dict[str, float]:
@@ -456,9 +477,9 @@ def _group(d: Node, batch_size: int, mode: Mode) -> str | None:
 
 @dataclass(frozen=True)
 class Correction:
-    """What kernels timed alone miss in a network, at one batch size: a factor per group of
-    kernel classes (archspec.kernels.GROUPS), seconds per node and seconds per step, fitted to the
-    profile's calibration networks."""
+    """What a network's layers, each predicted from the profile's layers, miss of its whole step,
+    at one batch size: a factor per group of kernel classes (archspec.kernels.GROUPS), seconds per
+    node and seconds per step, fitted to the profile's calibration networks."""
 
     factors: dict[str, float]
     per_node_s: float
@@ -485,12 +506,12 @@ class Correction:
 
 
 def kernel_seconds_by_group(g: nx.DiGraph[str], profile: Profile, batch_size: int, mode: Mode) -> dict[str, float]:
-    """A network's kernels' seconds summed by group, as they were timed alone."""
+    """A network's layers' predicted seconds (before the calibration) summed by group."""
     out: dict[str, float] = {}
-    alone = node_seconds(g, profile, batch_size, mode)
+    layer_s = node_seconds(g, profile, batch_size, mode)
     for name, d in layers(g):
         if (group := _group(d, batch_size, mode)) is not None:
-            out[group] = out.get(group, 0.0) + alone[name]
+            out[group] = out.get(group, 0.0) + layer_s[name]
     return out
 
 
@@ -522,27 +543,14 @@ def correction(profile: Profile, batch_size: int, mode: Mode) -> Correction:
 
 def network_seconds(g: nx.DiGraph[str], profile: Profile, batch_size: int, mode: Mode) -> dict[str, float]:
     """Each node's share of a batch's predicted time (the step's own overhead, once, goes to its
-    first node): its kernels' time alone, corrected by the profile's calibration. On a GPU (a
-    profile with host times) the host enqueues each node's kernels and the device runs them once
-    enqueued and once it is free, so a node adds what it moves the device's finish by."""
+    first node): its layers' time in networks, corrected by the profile's calibration."""
     fix = correction(profile, batch_size, mode)
-    alone = node_seconds(g, profile, batch_size, mode)
-    device = {}
-    for name, d in layers(g):
-        if name in alone:
-            group = _group(d, batch_size, mode)
-            device[name] = (fix.factors[group] * alone[name] + fix.per_node_s) if group is not None else 0.0
-    host_mode: Mode = "train_host" if mode == "train" else "infer_host"
-    gpu = any(e.infer_host_s for e in profile.entries)
-    host = node_seconds(g, profile, batch_size, host_mode) if gpu else dict.fromkeys(device, 0.0)
-    issued = profile.overhead(host_mode) if gpu else 0.0
-    finished = 0.0
+    layer_s = node_seconds(g, profile, batch_size, mode)
     out = {}
-    for i, (name, t) in enumerate(device.items()):
-        issued += host[name]
-        start = max(finished, issued)
-        out[name] = start + t - finished + (fix.per_step_s if i == 0 else 0.0)
-        finished = start + t
+    for i, (name, d) in enumerate((n, d) for n, d in layers(g) if n in layer_s):
+        group = _group(d, batch_size, mode)
+        t = (fix.factors[group] * layer_s[name] + fix.per_node_s) if group is not None else 0.0
+        out[name] = t + (fix.per_step_s if i == 0 else 0.0)
     return out
 
 

@@ -82,12 +82,18 @@ def bench(
         shown.bench_text(payload)
 
 
+StepDtype = Annotated[
+    Optional[Dtype],
+    typer.Option("--dtype", help="What the networks compute in, as `bench` runs them: fp32 on a CPU, bf16 on a GPU."),
+]
+
+
 def profile(
     out: Annotated[
         Path, typer.Option("--out", metavar="FILE.json", help="Where to write the profile.", parser=Writes("out"))
     ],
     device: DeviceFlag = Device.cpu,
-    dtype: Annotated[Dtype, typer.Option("--dtype", help="fp32, or autocast to bf16 / fp16.")] = Dtype.fp32,
+    dtype: StepDtype = None,
     batch_size: Annotated[
         int, typer.Option("--batch-size", min=1, max=1 << 12, help="The batch the networks are calibrated at (and 1).")
     ] = 16,
@@ -96,7 +102,7 @@ def profile(
         typer.Option(
             "--calibrate",
             metavar="SPEC",
-            help="Also time this network whole (repeatable): your own designs, next to the default set.",
+            help="Also time this network's layers and steps (repeatable): your own designs, next to the default set.",
             parser=Reads(SPEC, "calibrate", missing_ok=True, text=True),
         ),
     ] = None,
@@ -105,17 +111,19 @@ def profile(
     ] = True,
     as_json: Json = False,
 ) -> None:
-    """Measure this device's kernel classes (grouped and 1x1 convs, norms, proxy norm, activations,
-    SE, add, pool, linear) and a few whole networks that calibrate them into a profile that `stats
+    """Time every layer (grouped and 1x1 convs, norms, proxy norm, activations, SE, add, pool,
+    linear) inside calibration networks, and their whole steps, into a profile that `stats
     --profile` predicts speed from."""
     from archspec.backends.torch.fast import require_device
+    from archspec.backends.torch.profile import check_dtype
     from archspec.backends.torch.profile import profile as measure
     from archspec.calibration import default_specs
 
     require_device(device.value)  # before the progress bar, which would leave a blank line
+    computes_in = check_dtype(device.value, dtype.value if dtype else None)
     networks = [("default", s) for s in default_specs()] + [(path, as_data(path)) for path in calibrate or []]
     with shown.progress("profiling") as tick:
-        data = measure(device.value, dtype.value, batch_size, train, out=out, progress=tick, networks=networks)
+        data = measure(device.value, computes_in, batch_size, train, out=out, progress=tick, networks=networks)
     shown.profile_summary(data, out, as_json)
 
 

@@ -45,6 +45,10 @@ def _inputs(
     return model, run, x, torch.randint(0, classes, (batch,), device=device), folded
 
 
+# what a step computes in: bf16 autocast on a GPU, fp32 on a CPU
+STEP_DTYPE = {"cpu": "fp32", "cuda": "bf16"}
+
+
 def _step(model: nn.Module, run: Callable[..., Any], x: torch.Tensor, y: torch.Tensor, train: bool) -> None:
     """One inference batch, or one training step without the optimizer: forward, cross-entropy,
     backward, zero_grad (bf16 autocast on a GPU)."""
@@ -440,11 +444,13 @@ def layer_times(
     steps: int,
     clock: Callable[[], float] = time.perf_counter,
     model: Optional[nn.Module] = None,
+    warmup: int = 2,
 ) -> LayerTimes:
     """Every IR node's time over `steps` timed steps, and plain steps taken alternately so that
     both see the same machine. `clock` times a CPU (wall time; a thread's CPU time on a shared
     machine, benchmarks/). `model`: another implementation of the same network whose modules
-    carry the IR's names (timm's EfficientNet); nodes it has no module for are left out."""
+    carry the IR's names (timm's EfficientNet); nodes it has no module for are left out. `warmup`:
+    plain and timed steps taken first, untimed."""
     from .model import model_from_graph
 
     res = info(g)["resolved"]
@@ -459,7 +465,7 @@ def layer_times(
         _out_of_place(model, hooked)
     # the image takes a gradient too, so that the stem's backward ends with a hook like every other layer's
     x.requires_grad_(train)
-    for _ in range(2):
+    for _ in range(warmup):
         _step(model, model, x, y, train)
         _layer_step(g, model, hooked, x, y, train, clock)
     out = LayerTimes({}, [], [], [])
@@ -570,7 +576,7 @@ def per_layer(
         "rows": rows,
         "stages": stages,
         "kinds": {k: {"time_s": v, "share": v / summed} for k, v in kinds.items()},
-        "peaks": peaks(device, "bf16" if device == "cuda" else "fp32"),
+        "peaks": peaks(device, STEP_DTYPE[device]),
     }
     if vs_timm:
         params = sum(p.numel() for p in model_from_graph(g).parameters())

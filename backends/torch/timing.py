@@ -1,6 +1,6 @@
-"""How archspec times things on a device: medians of repeated calls after a warm-up, with their
-spread, on a CPU by a clock (wall, or a thread's CPU time on a shared machine), on a GPU by events
-around a queue the host has filled ahead; and the device's peaks (the roofline's ceilings)."""
+"""How archspec times a device's peaks (the roofline's ceilings): medians of repeated calls after
+a warm-up, on a CPU by the wall clock, on a GPU by events around a queue the host has filled
+ahead; and the spread of a list of timings."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-# time each configuration until this many seconds have been spent on it (at least MIN_REPS calls)
+# time each call until this many seconds have been spent on it (at least MIN_REPS calls)
 BUDGET_S = 0.03
 MIN_REPS = 3
 MAX_REPS = 50
@@ -23,22 +23,20 @@ GPU_CYCLES_PER_S = 2e9  # to size the sleep kernel; a rough clock is enough (it 
 Clock = Callable[[], float]
 
 
-def _cpu_seconds(fn: Callable[[], Any], clock: Clock) -> tuple[float, float]:
-    """(median seconds per call, spread), repeated within the time budget."""
+def _cpu_seconds(fn: Callable[[], Any]) -> float:
+    """Median seconds per call, repeated within the time budget."""
     fn()
     times: list[float] = []
     while len(times) < MIN_REPS or (sum(times) < BUDGET_S and len(times) < MAX_REPS):
-        t0 = clock()
+        t0 = time.perf_counter()
         fn()
-        times.append(clock() - t0)
-    return statistics.median(times), spread(times)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
 
 
-def _gpu_seconds(fn: Callable[[], Any]) -> tuple[float, float]:
-    """(device, host) seconds per call. The device is held in a sleep kernel while the host
-    enqueues the calls, so the events after the sleep time the kernels back to back, without the
-    host's gaps, and the host's own time is read apart: a network's step is a queue between the
-    two (archspec.predict)."""
+def _gpu_seconds(fn: Callable[[], Any]) -> float:
+    """Device seconds per call. The device is held in a sleep kernel while the host enqueues the
+    calls, so the events after the sleep time the kernels back to back, without the host's gaps."""
     fn()
     torch.cuda.synchronize()
     t0 = time.perf_counter()
@@ -48,7 +46,6 @@ def _gpu_seconds(fn: Callable[[], Any]) -> tuple[float, float]:
     calls = max(1, min(10, int(2e-3 / (time.perf_counter() - t0))))  # a few ms of device work
     hold = 3 * calls * host + 1e-3  # longer than the host needs to enqueue them
     device_s: list[float] = []
-    host_s: list[float] = []
     doublings = 0
     while len(device_s) < MIN_REPS:
         begin, start, end = (torch.cuda.Event(enable_timing=True) for _ in range(3))
@@ -65,17 +62,11 @@ def _gpu_seconds(fn: Callable[[], Any]) -> tuple[float, float]:
             hold, doublings = 2 * hold, doublings + 1  # the device caught up with the host: hold it longer
             continue
         device_s.append(start.elapsed_time(end) / 1e3 / calls)
-        host_s.append(enqueue / calls)
-    return statistics.median(device_s), statistics.median(host_s)
+    return statistics.median(device_s)
 
 
-def timed(
-    out: dict[str, float], mode: str, fn: Callable[[], Any], device: str, clock: Clock = time.perf_counter
-) -> None:
-    if device == "cuda":
-        out[f"{mode}_s"], out[f"{mode}_host_s"] = _gpu_seconds(fn)
-    else:
-        out[f"{mode}_s"], out[f"{mode}_spread"] = _cpu_seconds(fn, clock)
+def _seconds(fn: Callable[[], Any], device: str) -> float:
+    return _gpu_seconds(fn) if device == "cuda" else _cpu_seconds(fn)
 
 
 @contextlib.contextmanager
@@ -100,8 +91,7 @@ def peaks(device: str, dtype: str) -> dict[str, float]:
     b = torch.randn(n, n, device=device)
     src = torch.empty(1 << (28 if device == "cuda" else 25), device=device)
     dst = torch.empty_like(src)
-    timing: dict[str, float] = {}
     with autocast(device, dtype):
-        timed(timing, "mm", lambda: a @ b, device)
-    timed(timing, "copy", lambda: dst.copy_(src), device)
-    return {"gflops": 2 * n**3 / timing["mm_s"] / 1e9, "gbps": 2 * src.nbytes / timing["copy_s"] / 1e9}
+        mm = _seconds(lambda: a @ b, device)
+    copy = _seconds(lambda: dst.copy_(src), device)
+    return {"gflops": 2 * n**3 / mm / 1e9, "gbps": 2 * src.nbytes / copy / 1e9}

@@ -46,7 +46,7 @@ def progress(what: str) -> Iterator[Callable[[int, int, str], None]]:
 
 def profile_summary(p: dict[str, Any], out: Path, as_json: bool) -> None:
     summary = {k: v for k, v in p.items() if k not in ("entries", "calibration")} | {
-        "configurations": len(p["entries"]),
+        "layers": len(p["entries"]),
         "calibration_networks": len({json.dumps(n["spec"], sort_keys=True) for n in p["calibration"]}),
         "out": str(out),
     }
@@ -60,11 +60,11 @@ def profile_summary(p: dict[str, Any], out: Path, as_json: bool) -> None:
         return
     where = p["machine"].get("gpu") or p["machine"]["cpu"]
     console().print(
-        f"wrote {out}: {len(p['entries'])} configurations on {p['device']} ({where}, "
+        f"wrote {out}: {len(p['entries'])} layers timed in networks on {p['device']} ({where}, "
         f"{p['threads']} threads, torch {p['torch']}), {p['dtype']}, batch {p['batch_size']}, "
         f"{'forward and forward + backward' if p['train'] else 'forward only'}, in {p['seconds']:.0f} s; "
         f"peaks {p['peaks']['gflops']:.0f} GFLOP/s, {p['peaks']['gbps']:.0f} GB/s; "
-        f"calibrated on {summary['calibration_networks']} whole networks"
+        f"from {summary['calibration_networks']} calibration networks"
     )
 
 
